@@ -1,0 +1,215 @@
+"""Building the batch zips: every foreground and its flip, on every background, at seeded placements.
+
+One zip per ``FG_PER_ZIP`` foregrounds; zips are independent, so they are written by separate
+processes here and can be split across Hydra launcher jobs (``batch=N``) with identical bytes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from .archive import ArchiveError, atomic_zip, read_manifest
+from .compose import check_placements, flip_horizontal, mask_on_black, paste, placements
+from .depth import SceneDepth
+from .names import (
+    BG,
+    BG_SIZE,
+    DEPTH,
+    FG,
+    FG_BG,
+    MASK,
+    MASK_BLACK,
+    SampleId,
+    composite_member,
+    fg_ids_of_batch,
+    n_batches,
+    source_member,
+    zip_name,
+)
+from .sources import Scenes, SourceError
+
+PROGRESS_EVERY = 500
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What decides a dataset's bytes (with the source and the depth labeller)."""
+
+    n_bg: int = 100
+    n_fg: int = 100
+    placements: int = 20
+    seed: int = 0
+    jpeg_quality: int = 95
+
+    def check(self) -> None:
+        if self.n_bg < 1 or self.n_fg < 1:
+            raise ValueError(f"n_bg and n_fg must be at least 1, got n_bg={self.n_bg}, n_fg={self.n_fg}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        check_placements(self.placements)
+
+    def composites_per_batch(self, batch: int) -> int:
+        return len(fg_ids_of_batch(batch, self.n_fg)) * 2 * self.n_bg * self.placements
+
+
+def _fg_background(rgba: np.ndarray) -> np.ndarray:
+    """The foreground as a JPEG can hold it: RGB, transparent pixels white."""
+    return np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)
+
+
+def write_batch(
+    batch: int,
+    scenes: Scenes,
+    depth: SceneDepth | None,
+    settings: Settings,
+    out_dir: Path,
+    manifest_extra: dict,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Path:
+    """Write ``batch<batch>_images.zip`` into ``out_dir`` atomically and return its path."""
+    path = out_dir / zip_name(batch)
+    fg_ids = list(fg_ids_of_batch(batch, settings.n_fg))
+    bg_ids = range(1, settings.n_bg + 1)
+    bg_depth_u8 = [depth.encode(d) for d in scenes.bg_depth] if depth else None
+    done = 0
+    with atomic_zip(path, settings.jpeg_quality) as writer:
+        for fg in fg_ids:
+            writer.write_image(source_member(FG, fg), _fg_background(scenes.fg_rgba[fg - 1]))
+            writer.write_image(source_member(MASK, fg), scenes.fg_rgba[fg - 1][..., 3])
+        for bg in bg_ids:
+            writer.write_image(source_member(BG, bg), scenes.bg_rgb[bg - 1])
+        for fg in fg_ids:
+            for bg in bg_ids:
+                for flip in (0, 1):
+                    rgba = scenes.fg_rgba[fg - 1]
+                    relief = scenes.fg_relief[fg - 1] if depth else None
+                    if flip:
+                        rgba = flip_horizontal(rgba)
+                        relief = flip_horizontal(relief) if depth else None
+                    mask, rgb = rgba[..., 3] > 0, rgba[..., :3]
+                    size = mask.shape[0]
+                    offsets = placements(settings.seed, fg, bg, flip, settings.placements)
+                    for k, (x, y) in enumerate(offsets, start=1):
+                        sample = SampleId(fg, bg, flip, k)
+                        writer.write_image(composite_member(FG_BG, sample), paste(scenes.bg_rgb[bg - 1], rgb, mask, x, y))
+                        writer.write_image(composite_member(MASK_BLACK, sample), mask_on_black(mask, x, y, BG_SIZE))
+                        if depth:
+                            under = scenes.bg_depth[bg - 1][y : y + size, x : x + size]
+                            fg_u8 = depth.encode(depth.foreground_depth(under, relief, mask))
+                            writer.write_image(composite_member(DEPTH, sample), paste(bg_depth_u8[bg - 1], fg_u8, mask, x, y))
+                    done += len(offsets)
+                    if done >= PROGRESS_EVERY:
+                        progress(done)
+                        done = 0
+        progress(done)
+        n = len(fg_ids) * 2 * settings.n_bg * settings.placements
+        counts = {FG: len(fg_ids), MASK: len(fg_ids), BG: settings.n_bg, FG_BG: n, MASK_BLACK: n, DEPTH: n if depth else 0}
+        writer.write_manifest({"batch": batch, "fg_ids": fg_ids, "counts": counts, **manifest_extra})
+    return path
+
+
+def _manifest_extra(scenes: Scenes, depth: SceneDepth | None, settings: Settings) -> dict:
+    return {
+        "settings": {**asdict(settings), "source": scenes.origin, "depth": depth.describe() if depth else None},
+        "versions": {pkg: version(pkg) for pkg in ("fgbg", "numpy", "simplejpeg")},
+    }
+
+
+def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite: bool) -> list[int]:
+    """Batches still to write: finished zips made with the same settings are kept."""
+    todo = []
+    for batch in batches:
+        path = out_dir / zip_name(batch)
+        if path.exists() and not overwrite:
+            found = read_manifest(path).get("settings")
+            if found == settings_record:
+                continue
+            raise ArchiveError(
+                f"{path} exists and was made with other settings ({found}); "
+                "choose another out_dir or pass overwrite=true"
+            )
+        todo.append(batch)
+    return todo
+
+
+_worker_state: dict = {}
+
+
+def _init_worker(scenes, depth, settings, out_dir, extra, progress_queue) -> None:
+    _worker_state.update(scenes=scenes, depth=depth, settings=settings, out_dir=out_dir, extra=extra, queue=progress_queue)
+
+
+def _run_worker(batch: int) -> Path:
+    s = _worker_state
+    return write_batch(batch, s["scenes"], s["depth"], s["settings"], s["out_dir"], s["extra"], s["queue"].put)
+
+
+def generate(
+    source,
+    depth: SceneDepth | None,
+    out_dir: str | Path,
+    settings: Settings = Settings(),
+    batch: int | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> list[Path]:
+    """Write the dataset's batch zips (all of them, or only ``batch``); return the paths of the zips written.
+
+    Everything is validated (settings, every input image) before the first byte is written; finished
+    zips with the same settings are skipped, so an interrupted run picks up where it stopped.
+    """
+    settings.check()
+    total_batches = n_batches(settings.n_fg)
+    if batch is not None and not 1 <= batch <= total_batches:
+        raise ValueError(f"batch={batch}: n_fg={settings.n_fg} gives batches 1..{total_batches}")
+    scenes = source.load(settings.n_bg, settings.n_fg)
+    if depth is not None and not scenes.has_depth:
+        raise SourceError(
+            f"depth={type(depth).__name__} needs scenes that carry their depth (source=sample); "
+            "for your own images generate with depth=none and label them with a depth model"
+        )
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ArchiveError(f"{out_dir}: cannot create the output folder ({error.strerror})") from error
+    extra = _manifest_extra(scenes, depth, settings)
+    wanted = [batch] if batch is not None else list(range(1, total_batches + 1))
+    todo = _pending(wanted, out_dir, extra["settings"], overwrite)
+    total = sum(settings.composites_per_batch(b) for b in todo)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    bar = tqdm(total=total, unit="composite", disable=not show_progress, smoothing=0.1)
+    bar.set_description(f"{len(todo)} of {len(wanted)} zips to write")
+    written = []
+    if workers == 1:
+        for b in todo:
+            written.append(write_batch(b, scenes, depth, settings, out_dir, extra, bar.update))
+    else:
+        context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        progress_queue = context.Queue()
+        init_args = (scenes, depth, settings, out_dir, extra, progress_queue)
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
+            futures = [pool.submit(_run_worker, b) for b in todo]
+            while not all(f.done() for f in futures):
+                try:
+                    bar.update(progress_queue.get(timeout=0.2))
+                except queue.Empty:
+                    pass
+            written = [f.result() for f in futures]
+        time.sleep(0.05)
+        while not progress_queue.empty():
+            bar.update(progress_queue.get())
+    bar.close()
+    return written

@@ -1,0 +1,169 @@
+import io
+import json
+import zipfile
+from collections import Counter
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from fgbg import archive, names
+from fgbg.depth import SceneDepth
+from fgbg.compose import flip_horizontal, mask_on_black, placements
+from fgbg.generation import Settings
+from fgbg.scenes import background, foreground
+from tests.conftest import SMALL, make_dataset
+from tests.paths import CONF_DIR
+
+
+def _decode(zf: zipfile.ZipFile, member: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(zf.read(member))))
+
+
+def test_exact_counts_per_folder_per_zip(small_dataset):
+    assert sorted(p.name for p in small_dataset.iterdir()) == ["batch1_images.zip", "batch2_images.zip"]
+    for batch, n_fg in ((1, 10), (2, 2)):
+        with zipfile.ZipFile(small_dataset / names.zip_name(batch)) as zf:
+            members = [m for m in zf.namelist() if m != names.MANIFEST]
+            per_folder = Counter(names.parse_member(m)[0] for m in members)
+            manifest = json.loads(zf.read(names.MANIFEST))
+        n = n_fg * 2 * SMALL.n_bg * SMALL.placements
+        expected = {names.FG: n_fg, names.MASK: n_fg, names.BG: SMALL.n_bg, names.FG_BG: n, names.MASK_BLACK: n, names.DEPTH: n}
+        assert dict(per_folder) == expected
+        assert manifest["counts"] == expected
+        assert manifest["fg_ids"] == list(names.fg_ids_of_batch(batch, SMALL.n_fg))
+
+
+def test_images_have_the_documented_sizes(small_dataset):
+    with zipfile.ZipFile(small_dataset / "batch1_images.zip") as zf:
+        assert _decode(zf, "bg_jpg/bg_img_1.jpg").shape == (160, 160, 3)
+        assert _decode(zf, "fg_jpg/fg_img_1.jpg").shape == (80, 80, 3)
+        assert _decode(zf, "mask_jpg/mask_img_1.jpg").shape == (80, 80)
+        assert _decode(zf, "fg_bg_jpg/fg_bg_1_1_0_1.jpg").shape == (160, 160, 3)
+        assert _decode(zf, "mask_black_jpg/bg_mask_1_1_0_1.jpg").shape == (160, 160)
+        assert _decode(zf, "depth_fg_bg_jpg/depth_fg_bg_1_1_0_1.jpg").shape == (160, 160)
+
+
+@pytest.mark.parametrize("flip", [0, 1])
+def test_mask_is_the_composites_foreground_region(small_dataset, flip):
+    fg, bg = 3, 5
+    rgba, relief = foreground(SMALL.seed, fg)
+    if flip:
+        rgba, relief = flip_horizontal(rgba), flip_horizontal(relief)
+    alpha = rgba[..., 3] > 0
+    bg_rgb, bg_depth = background(SMALL.seed, bg)
+    scene = SceneDepth()
+    with zipfile.ZipFile(small_dataset / "batch1_images.zip") as zf:
+        for k, (x, y) in enumerate(placements(SMALL.seed, fg, bg, flip, SMALL.placements), start=1):
+            sample = names.SampleId(fg, bg, flip, k)
+            mask = _decode(zf, names.composite_member(names.MASK_BLACK, sample)) > 127
+            assert np.array_equal(mask, mask_on_black(alpha, x, y, names.BG_SIZE) > 0)
+            composite = _decode(zf, names.composite_member(names.FG_BG, sample)).astype(int)
+            fg_region = composite[y : y + 80, x : x + 80][alpha]
+            under = bg_rgb[y : y + 80, x : x + 80][alpha]
+            assert np.abs(fg_region - rgba[..., :3][alpha]).mean() < 12  # JPEG 4:2:0 loss only
+            assert np.abs(fg_region - under).mean() > 30
+            assert np.abs(composite[~mask] - bg_rgb[~mask]).mean() < 6
+            depth = _decode(zf, names.composite_member(names.DEPTH, sample)).astype(int)
+            z = bg_depth.copy()
+            z[y : y + 80, x : x + 80][alpha] = scene.foreground_depth(bg_depth[y : y + 80, x : x + 80], relief, alpha)[alpha]
+            assert np.abs(depth - scene.encode(z)).mean() < 2
+            # The foreground stands in front of what it covers: brighter than the background there.
+            assert (depth[mask] > scene.encode(bg_depth)[mask]).all()
+
+
+def test_flip_is_mirrored_in_the_zip(small_dataset):
+    # A foreground that is not its own mirror image, so the test can tell a flip from a copy.
+    fg = next(i for i in range(1, 11) if not np.array_equal(*(lambda a: (a, a[:, ::-1]))(foreground(SMALL.seed, i)[0][..., 3])))
+    with zipfile.ZipFile(small_dataset / "batch1_images.zip") as zf:
+        x0, y0 = placements(SMALL.seed, fg, 2, 0, SMALL.placements)[0]
+        x1, y1 = placements(SMALL.seed, fg, 2, 1, SMALL.placements)[0]
+        plain = _decode(zf, f"mask_black_jpg/bg_mask_{fg}_2_0_1.jpg")[y0 : y0 + 80, x0 : x0 + 80] > 127
+        mirrored = _decode(zf, f"mask_black_jpg/bg_mask_{fg}_2_1_1.jpg")[y1 : y1 + 80, x1 : x1 + 80] > 127
+    assert np.array_equal(plain[:, ::-1], mirrored)
+    assert not np.array_equal(plain, mirrored)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(small_dataset, tmp_path):
+    again = make_dataset(tmp_path / "again", workers=2)
+    for path in again:
+        assert path.read_bytes() == (small_dataset / path.name).read_bytes()
+    other = make_dataset(tmp_path / "other", Settings(**{**SMALL.__dict__, "seed": 1}), batch=2)
+    assert other[0].read_bytes() != (small_dataset / "batch2_images.zip").read_bytes()
+
+
+def test_interrupted_run_resumes_to_identical_bytes(small_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "resumed"
+    calls = {"n": 0}
+    real = archive.BatchWriter.write_image
+
+    def dies_midway(self, member, image):
+        calls["n"] += 1
+        if calls["n"] == 1600:  # batch 1 makes 1,472 images, so this is inside batch 2
+            raise KeyboardInterrupt
+        return real(self, member, image)
+
+    monkeypatch.setattr(archive.BatchWriter, "write_image", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(out, workers=1)
+    assert sorted(p.name for p in out.iterdir()) == ["batch1_images.zip"]  # no partial zip left behind
+    monkeypatch.setattr(archive.BatchWriter, "write_image", real)
+    finished = (out / "batch1_images.zip").stat().st_mtime_ns
+    assert [p.name for p in make_dataset(out, workers=1)] == ["batch2_images.zip"]  # batch 1 skipped
+    assert (out / "batch1_images.zip").stat().st_mtime_ns == finished
+    for name in ("batch1_images.zip", "batch2_images.zip"):
+        assert (out / name).read_bytes() == (small_dataset / name).read_bytes()
+
+
+def test_existing_zip_with_other_settings_is_not_silently_kept(small_dataset, tmp_path):
+    out = tmp_path / "mixed"
+    out.mkdir()
+    (out / "batch2_images.zip").write_bytes((small_dataset / "batch2_images.zip").read_bytes())
+    with pytest.raises(archive.ArchiveError, match="batch2_images.zip exists and was made with other settings"):
+        make_dataset(out, Settings(**{**SMALL.__dict__, "placements": 3}), batch=2)
+    make_dataset(out, Settings(**{**SMALL.__dict__, "placements": 3}), batch=2, overwrite=True)
+    assert archive.read_manifest(out / "batch2_images.zip")["settings"]["placements"] == 3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("placements=81", "placements=81"), ("n_bg=0", "n_bg and n_fg must be at least 1"), ("batch=3", "batch=3")],
+)
+def test_out_of_range_config_is_refused_before_writing(tmp_path, override, message):
+    import generate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("generate", overrides=["n_bg=2", "n_fg=12", f"out_dir={tmp_path / 'out'}", "progress=false", override])
+    with pytest.raises(ValueError, match=message):
+        generate.main(cfg)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_generate_entry_point_composes_and_writes(tmp_path):
+    import generate
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("generate", overrides=["n_bg=2", "n_fg=3", "placements=1", f"out_dir={tmp_path}", "progress=false"])
+    generate.main(cfg)
+    manifest = archive.read_manifest(tmp_path / "batch1_images.zip")
+    assert manifest["counts"][names.FG_BG] == 3 * 2 * 2 * 1
+    assert manifest["settings"]["depth"]["source"] == "scene"
+
+
+def test_read_only_output_folder_gives_a_clear_error(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        probe = out / "probe"
+        try:
+            probe.touch()  # root ignores permissions: nothing to test then
+            pytest.skip("running as a user that can write anywhere")
+        except PermissionError:
+            pass
+        with pytest.raises(archive.ArchiveError, match="batch1_images.zip: cannot write"):
+            make_dataset(out, batch=1)
+        assert list(out.iterdir()) == []
+    finally:
+        out.chmod(0o700)

@@ -1,0 +1,59 @@
+import pytest
+
+from fgbg import names
+from fgbg.names import BadNameError, SampleId
+
+
+def test_seed_document_names():
+    sample = SampleId(fg=1, bg=4, flip=0, k=15)
+    assert names.composite_member(names.FG_BG, sample) == "fg_bg_jpg/fg_bg_1_4_0_15.jpg"
+    assert names.composite_member(names.MASK_BLACK, sample) == "mask_black_jpg/bg_mask_1_4_0_15.jpg"
+    assert names.composite_member(names.DEPTH, sample) == "depth_fg_bg_jpg/depth_fg_bg_1_4_0_15.jpg"
+    assert names.source_member(names.FG, 91) == "fg_jpg/fg_img_91.jpg"
+    assert names.source_member(names.BG, 5) == "bg_jpg/bg_img_5.jpg"
+    assert names.source_member(names.MASK, 5) == "mask_jpg/mask_img_5.jpg"
+    assert [names.zip_name(b) for b in (1, 10)] == ["batch1_images.zip", "batch10_images.zip"]
+    assert (names.BG_SIZE, names.FG_SIZE, names.OFFSET_RANGE) == (160, 80, 80)
+
+
+@pytest.mark.parametrize("category", names.COMPOSITE_CATEGORIES)
+def test_composite_round_trip(category):
+    sample = SampleId(fg=100, bg=37, flip=1, k=20)
+    assert names.parse_member(names.composite_member(category, sample)) == (category, sample)
+
+
+@pytest.mark.parametrize("category", [names.BG, names.FG, names.MASK])
+def test_source_round_trip(category):
+    assert names.parse_member(names.source_member(category, 42)) == (category, 42)
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        "fg_bg_jpg/fg_bg_1_4_2_15.jpg",  # flip must be 0 or 1
+        "fg_bg_jpg/fg_bg_0_4_0_15.jpg",  # ids start at 1
+        "fg_bg_jpg/fg_bg_1_4_0.jpg",  # missing k
+        "fg_bg_jpg/bg_mask_1_4_0_15.jpg",  # prefix of another folder
+        "mask_black_jpg/fg_bg_1_4_0_15.jpg",
+        "depth_fg_bg_jpg/fg_bg_1_4_0_15.jpg",
+        "fg_bg_jpg/fg_bg_1_4_0_15.png",
+        "fg_jpg/bg_img_3.jpg",
+        "other_jpg/fg_img_3.jpg",
+        "fg_img_3.jpg",
+        "/fg_jpg/fg_img_3.jpg",
+        "../fg_jpg/fg_img_3.jpg",
+        "fg_jpg/sub/fg_img_3.jpg",
+    ],
+)
+def test_bad_names_are_rejected(member):
+    with pytest.raises(BadNameError, match="expected|unknown folder"):
+        names.parse_member(member)
+
+
+def test_zip_names_and_batches():
+    assert names.parse_zip_name("batch7_images.zip") == 7
+    with pytest.raises(BadNameError):
+        names.parse_zip_name("batch0_images.zip")
+    assert [names.batch_of_fg(i) for i in (1, 10, 11, 100)] == [1, 1, 2, 10]
+    assert list(names.fg_ids_of_batch(2, 12)) == [11, 12]
+    assert names.n_batches(100) == 10 and names.n_batches(12) == 2
