@@ -1,0 +1,77 @@
+"""The LightningDataModule over the batch zips: strategy -> samples -> held-out split -> loaders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from .dataset import ZipSampleDataset
+from .index import select, split
+from .transforms import SampleTransform
+
+
+class ZipDataModule(L.LightningDataModule):
+    """Samples of ``strategy`` (see ``conf/data/default.yaml``) from the zips in ``data_dir``.
+
+    Args:
+        data_dir: folder holding ``batch<N>_images.zip``.
+        strategy: key of ``strategies``, e.g. ``4k``; each is ``{"batches": [...], "n_bg": N | None}``.
+        split: keyword arguments of :func:`fgbg.data.index.split` (held-out fractions, seed).
+        image_size, grayscale: the transform (the source document: 64, True).
+        stats: per-category mean/std; used to normalise the inputs when ``normalize``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        strategy: str,
+        strategies: dict,
+        split: dict,
+        image_size: int = 64,
+        grayscale: bool = True,
+        normalize: bool = False,
+        stats: dict | None = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.data_dir, self.strategy, self.strategies, self.split_args = Path(data_dir), strategy, strategies, split
+        self.transform = SampleTransform(image_size, grayscale, stats if normalize else None)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.parts: dict[str, ZipSampleDataset] = {}
+        self.split_description: dict = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        zips, samples = select(self.data_dir, self.strategy, self.strategies)
+        parts, self.split_description = split(samples, **self.split_args)
+        self.split_description = {"strategy": self.strategy, "data_dir": str(self.data_dir), **self.split_description}
+        self.parts = {name: ZipSampleDataset(zips, part, self.transform) for name, part in parts.items()}
+        if self.trainer is not None and self.trainer.is_global_zero:
+            out = Path(self.trainer.default_root_dir) / "split.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(self.split_description, indent=1))
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.parts[part],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,33 @@
+"""Loggers that work without an account: wandb runs offline unless the user is logged in."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+def wandb_mode(requested: str = "auto") -> str:
+    """``auto`` -> ``online`` when wandb credentials are present (WANDB_API_KEY or ``wandb login``), else ``offline``.
+
+    ``WANDB_MODE`` in the environment wins over everything, as in wandb itself.
+    """
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        logged_in = netrc.netrc(Path.home() / ".netrc").authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        logged_in = False
+    return "online" if logged_in else "offline"
+
+
+def wandb_logger(mode: str = "auto", save_dir: str = ".", name: str | None = None, **kwargs) -> WandbLogger:
+    """A :class:`WandbLogger` writing under ``save_dir``, named after that folder unless ``name`` is given."""
+    # wandb.init's own ``mode``, not WandbLogger(offline=True), which would set WANDB_MODE for the whole process.
+    return WandbLogger(save_dir=save_dir, name=name or Path(save_dir).name, mode=wandb_mode(mode), **kwargs)

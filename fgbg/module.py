@@ -1,0 +1,125 @@
+"""The LightningModule: a model from ``conf/model/``, the loss from ``conf/loss/``, the optimiser and schedule.
+
+``build_module(cfg)`` makes it from a composed config (train, eval and predict share it) and records
+those config groups in the module's hyperparameters, so a checkpoint carries plain config, not pickled
+objects, and loads with ``torch.load(weights_only=True)`` (the default, also when resuming a fit);
+``load_module(path)`` rebuilds the module from a checkpoint alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from .losses import MaskDepthLoss
+
+
+class MaskDepthModule(L.LightningModule):
+    """Trains ``net`` on a composite's mask and depth.
+
+    Args:
+        net: ``batch -> (mask_logits, raw depth)``, ``(B, 1, H, W)`` each (see ``fgbg.models``).
+        loss: the mask and depth loss.
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``).
+        scheduler: ``Optimizer -> LRScheduler``, stepped once per epoch; ``None`` keeps the learning rate.
+
+    Reload a checkpoint with ``load_module(path)``. Lightning's ``load_from_checkpoint`` needs ``net``,
+    ``loss``, ``optimizer`` (and ``scheduler``) passed in: the hyperparameters hold their config
+    (``hparams.config``), not the objects.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: MaskDepthLoss,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.make_optimizer = optimizer
+        self.make_scheduler = scheduler
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Batch -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each, depth in [0, 1] like its target.
+
+        Mended: the source document fed the raw, unbounded depth to SSIM, whose data range is [0, 1];
+        the sigmoid bounds it.
+        """
+        mask_logits, depth = self.net(batch)
+        return mask_logits, torch.sigmoid(depth)
+
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> Tensor:
+        mask_logits, depth = self(batch)
+        losses = self.loss(mask_logits, depth, batch["ms_bg_image"], batch["dp_image"])
+        train = stage == "train"
+        # Per-step values only for training; validation and test are read per epoch, reduced over devices
+        # (training skips the reduction: it would cost a collective every step).
+        self.log_dict(
+            {f"{stage}/{name}": value for name, value in losses.items()},
+            on_step=train,
+            on_epoch=True,
+            sync_dist=not train,
+            batch_size=mask_logits.shape[0],
+        )
+        return losses["loss"]
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``mask``: foreground probability, ``depth``: in [0, 1] (brighter = nearer), ``(B, 1, H, W)`` each."""
+        mask_logits, depth = self(batch)
+        return {"mask": torch.sigmoid(mask_logits), "depth": depth}
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.make_optimizer(self.parameters())
+        if self.make_scheduler is None:
+            return {"optimizer": optimizer}
+        scheduler = self.make_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def build_module(cfg: DictConfig) -> MaskDepthModule:
+    """The module from a composed config's ``model``, ``loss``, ``optimizer`` and ``scheduler`` groups.
+
+    An empty or missing ``scheduler`` (``conf/scheduler/none.yaml``) means a constant learning rate.
+    The groups, resolved, become the module's hyperparameters under ``config`` (not under the names of
+    ``MaskDepthModule``'s arguments, which ``load_from_checkpoint`` would pass as configs in place of
+    objects), so that checkpoints keep them.
+    """
+    config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "loss", "optimizer")}
+    config["scheduler"] = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    module = MaskDepthModule(
+        net=instantiate(config["model"]),
+        loss=instantiate(config["loss"]),
+        optimizer=instantiate(config["optimizer"]),
+        scheduler=instantiate(config["scheduler"]) if config["scheduler"] else None,
+    )
+    # Not sent to loggers: the entry points log the whole composed config, of which this is a part.
+    module.save_hyperparameters({"config": config}, logger=False)
+    return module
+
+
+def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> MaskDepthModule:
+    """Rebuild a ``build_module`` module from its checkpoint alone: the config it was built from, then the weights.
+
+    The checkpoint holds only tensors and plain containers, so it loads with ``weights_only=True``.
+    """
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    module = build_module(OmegaConf.create(checkpoint["hyper_parameters"]["config"]))
+    module.load_state_dict(checkpoint["state_dict"])
+    return module

@@ -1,0 +1,63 @@
+"""``train.py``'s body: build every component from the composed config, fit, test on the held-out split."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .module import build_module
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    return [instantiate(item) for item in (group or {}).values()]
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (resuming from ``cfg.ckpt_path`` when set), then test; return the last logged metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    loggers = _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if cfg.get("test"):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    finally:
+        _finish_wandb(trainer)
+    _say_where(cfg, trainer)
+    return metrics
+
+
+def _finish_wandb(trainer: L.Trainer) -> None:
+    # Each job of a sweep must be its own wandb run; Lightning leaves the run open.
+    from lightning.pytorch.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def _say_where(cfg: DictConfig, trainer: L.Trainer) -> None:
+    if not trainer.is_global_zero:
+        return
+    out = Path(cfg.paths.output_dir)
+    lines = [f"run folder:  {out}"]
+    if trainer.checkpoint_callback and trainer.checkpoint_callback.dirpath:
+        lines.append(f"checkpoints: {trainer.checkpoint_callback.dirpath}")
+    wandb_dirs = sorted((out / "wandb").glob("*run-*"))
+    if wandb_dirs:
+        lines.append(f"wandb run:   {wandb_dirs[-1]}  (offline runs: `wandb sync {wandb_dirs[-1]}`)")
+    log.info("\n".join(lines))

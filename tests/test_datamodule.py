@@ -1,0 +1,74 @@
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+
+from tests.paths import CONF_DIR
+
+
+def datamodule_from_config(data_dir, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data.data_dir={data_dir}", "data.strategy=40k", "data.num_workers=0", *overrides])
+    return instantiate(cfg.data)
+
+
+def test_batches_follow_the_contract(small_dataset):
+    dm = datamodule_from_config(small_dataset, "data.batch_size=4")
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["bg_image"].shape == batch["fg_bg_image"].shape == (4, 3, 64, 64)
+    assert batch["ms_bg_image"].shape == batch["dp_image"].shape == (4, 1, 64, 64)
+    assert set(batch["ms_bg_image"].unique().tolist()) <= {0.0, 1.0}
+    assert 0 <= batch["dp_image"].min() and batch["dp_image"].max() <= 1
+    # Grayscale(3) as in the source document: the three channels are equal.
+    assert torch.equal(batch["fg_bg_image"][:, 0], batch["fg_bg_image"][:, 2])
+
+
+def test_sample_matches_the_zip_images(small_dataset):
+    dm = datamodule_from_config(small_dataset, "data.image_size=160", "data.grayscale=false")
+    dm.setup("fit")
+    dataset = dm.parts["val"]
+    sample = dataset.samples[0]
+    item = dataset[0]
+    with zipfile.ZipFile(small_dataset / "batch1_images.zip") as zf:
+        stem = sample.id.stem()
+        composite = np.asarray(Image.open(io.BytesIO(zf.read(f"fg_bg_jpg/fg_bg_{stem}.jpg"))))
+        mask = np.asarray(Image.open(io.BytesIO(zf.read(f"mask_black_jpg/bg_mask_{stem}.jpg")))) > 127
+    assert np.abs(item["fg_bg_image"].permute(1, 2, 0).numpy() * 255 - composite).mean() < 2
+    assert np.array_equal(item["ms_bg_image"][0].numpy() > 0.5, mask)
+
+
+def test_normalisation_uses_the_category_stats(small_dataset):
+    plain = datamodule_from_config(small_dataset)
+    normed = datamodule_from_config(small_dataset, "data.normalize=true")
+    plain.setup(), normed.setup()
+    a, b = plain.parts["train"][0], normed.parts["train"][0]
+    assert torch.allclose(b["bg_image"], (a["bg_image"] - 0.739088) / 0.265235, atol=1e-5)
+    assert torch.allclose(b["fg_bg_image"], (a["fg_bg_image"] - 0.729304) / 0.271675, atol=1e-5)
+    assert torch.equal(a["dp_image"], b["dp_image"])  # targets are never normalised
+
+
+def test_two_workers_read_the_same_samples(small_dataset):
+    dm = datamodule_from_config(small_dataset, "data.batch_size=8")
+    dm.setup()
+    serial = [b["fg_bg_image"] for b in dm.val_dataloader()]
+    dm.num_workers = 2
+    parallel = [b["fg_bg_image"] for b in dm.val_dataloader()]
+    assert len(serial) == len(parallel) and all(torch.equal(a, b) for a, b in zip(serial, parallel))
+
+
+def test_corrupt_member_names_zip_and_member(small_dataset, tmp_path):
+    src = small_dataset / "batch1_images.zip"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp_path / "batch1_images.zip", "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            zout.writestr(info, data[: len(data) // 3] if info.filename.startswith("fg_bg_jpg/") else data)
+    dm = datamodule_from_config(tmp_path)
+    dm.setup()
+    with pytest.raises(ValueError, match=r"batch1_images.zip:fg_bg_jpg/fg_bg_.*\.jpg: cannot decode JPEG"):
+        dm.parts["train"][0]

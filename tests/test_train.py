@@ -1,0 +1,90 @@
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from fgbg.training import train
+from tests.paths import CONF_DIR, ROOT
+
+
+def train_config(data_dir, out_dir, *overrides):
+    base = [
+        f"data.data_dir={data_dir}",
+        "data.strategy=40k",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "data.image_size=32",
+        f"paths.output_dir={out_dir}",
+        "logger=csv",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=base + list(overrides))
+
+
+@pytest.mark.parametrize("model", ["net", "convgen"])
+def test_fast_dev_run_each_model(small_dataset, tmp_path, model):
+    cfg = train_config(small_dataset, tmp_path, f"model={model}", "trainer.fast_dev_run=true", "data.image_size=16")
+    metrics = train(cfg)
+    for key in ("train/loss", "val/loss", "test/loss", "test/loss_mask", "test/loss_depth"):
+        assert key in metrics and torch.isfinite(torch.tensor(metrics[key]))
+    split = (tmp_path / "split.json").read_text()
+    assert '"strategy": "40k"' in split
+
+
+def _read_metrics(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_loss_goes_down_on_sample_data(small_dataset, tmp_path):
+    cfg = train_config(small_dataset, tmp_path, "model=convgen", "optimizer=adam", "trainer.max_epochs=6", "test=false")
+    train(cfg)
+    rows = [r for r in _read_metrics(tmp_path / "csv" / "metrics.csv") if r.get("train/loss_mask_epoch")]
+    first, last = rows[0], rows[-1]
+    for key in ("train/loss_mask_epoch", "train/loss_depth_epoch"):
+        assert float(last[key]) < 0.8 * float(first[key]), (key, first[key], last[key])
+
+
+def test_resume_continues_the_step_count(small_dataset, tmp_path):
+    common = ["model=convgen", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "test=false"]
+    train(train_config(small_dataset, tmp_path / "a", *common, "trainer.max_epochs=1"))
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    train(train_config(small_dataset, tmp_path / "b", *common, "trainer.max_epochs=2", f"ckpt_path={last}"))
+    resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 6 and resumed["epoch"] == 1
+
+
+def test_wandb_runs_offline_without_an_account(small_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc: not logged in
+    # Not fast_dev_run: it swaps every logger for a dummy.
+    one_step = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]
+    cfg = train_config(small_dataset, tmp_path / "run", "model=convgen", "logger=wandb", *one_step)
+    train(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_two_job_multirun_gets_two_folders(small_dataset, tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, "train.py", "-m", "model=net,convgen", "logger=csv", "test=false", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+        f"data.data_dir={small_dataset}", "data.strategy=40k", "data.num_workers=0", "data.image_size=16",
+        "data.batch_size=4", "trainer.accelerator=cpu", f"hydra.sweep.dir={sweep}",
+    ]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2 and jobs[0].startswith("0_") and "model=net," in jobs[0]
+    assert jobs[1].startswith("1_") and "model=convgen," in jobs[1]
+    for job in jobs:
+        assert (sweep / job / "csv" / "metrics.csv").exists() and (sweep / job / "split.json").exists()
