@@ -18,11 +18,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
-# A small sample dataset: 20 backgrounds x 10 foregrounds (one zip, 8,000 composites), seconds to make.
+# A small sample dataset: 40 backgrounds x 10 foregrounds (one zip, 16,000 composites: enough for the
+# 4k and 16k strategies), seconds to make.
 sample: setup
-	$(BIN)/python generate.py n_bg=20 n_fg=10 out_dir=$(SAMPLE)
+	$(BIN)/python generate.py n_bg=40 n_fg=10 out_dir=$(SAMPLE) progress=false
 
+# The first experience: set-up, the small sample, a short real training run on CPU (conf/experiment/quickstart.yaml).
 train: sample
+	$(BIN)/python train.py experiment=quickstart
 
 # The full sample dataset: 10 zips, 400,000 composites with masks and exact depth.
 generate: setup
