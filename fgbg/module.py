@@ -1,5 +1,7 @@
 """The LightningModule: a model from ``conf/model/``, the loss from ``conf/loss/``, the optimiser and schedule.
 
+Validation and test also accumulate the held-out metrics of ``fgbg.metrics`` (``val/mask_iou``, ...) per epoch.
+
 ``build_module(cfg)`` makes it from a composed config (train, eval and predict share it) and records
 those config groups in the module's hyperparameters, so a checkpoint carries plain config, not pickled
 objects, and loads with ``torch.load(weights_only=True)`` (the default, also when resuming a fit);
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from .losses import MaskDepthLoss
+from .metrics import MaskDepthMetrics
 
 
 class MaskDepthModule(L.LightningModule):
@@ -46,6 +49,8 @@ class MaskDepthModule(L.LightningModule):
         self.loss = loss
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
+        # Metric states are not saved in checkpoints (torchmetrics keeps them out of the state dict).
+        self.held_out_metrics = nn.ModuleDict({stage: MaskDepthMetrics(f"{stage}/") for stage in ("val", "test")})
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Batch -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each, depth in [0, 1] like its target.
@@ -69,6 +74,12 @@ class MaskDepthModule(L.LightningModule):
             sync_dist=not train,
             batch_size=mask_logits.shape[0],
         )
+        if not train:
+            metrics = self.held_out_metrics[stage]
+            metrics.update(mask_logits, depth, batch["ms_bg_image"], batch["dp_image"])
+            # Metric objects: Lightning computes them over the epoch (synced by torchmetrics), then resets them.
+            self.log_dict(metrics.mask, on_step=False, on_epoch=True)
+            self.log_dict(metrics.depth, on_step=False, on_epoch=True)
         return losses["loss"]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -99,10 +110,15 @@ def build_module(cfg: DictConfig) -> MaskDepthModule:
     An empty or missing ``scheduler`` (``conf/scheduler/none.yaml``) means a constant learning rate.
     The groups, resolved, become the module's hyperparameters under ``config`` (not under the names of
     ``MaskDepthModule``'s arguments, which ``load_from_checkpoint`` would pass as configs in place of
-    objects), so that checkpoints keep them.
+    objects), so that checkpoints keep them. With a ``data`` group (train.py's), its transform settings go
+    along under ``data`` (``image_size``, ``grayscale``, ``normalize``, ``stats``), so that ``predict.py``
+    preprocesses images as training did.
     """
     config = {key: OmegaConf.to_container(cfg[key], resolve=True) for key in ("model", "loss", "optimizer")}
     config["scheduler"] = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    if cfg.get("data") is not None:
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        config["data"] = {key: data[key] for key in ("image_size", "grayscale", "normalize", "stats") if key in data}
     module = MaskDepthModule(
         net=instantiate(config["model"]),
         loss=instantiate(config["loss"]),

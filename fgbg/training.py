@@ -9,12 +9,14 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .callbacks import PredictionGrid
 from .module import build_module
 
 log = logging.getLogger(__name__)
 
 
-def _instantiate_all(group: DictConfig | None) -> list:
+def instantiate_all(group: DictConfig | None) -> list:
+    """Every ``_target_`` item of a config group such as ``logger`` or ``callbacks``; none for an empty group."""
     return [instantiate(item) for item in (group or {}).values()]
 
 
@@ -23,8 +25,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
-    loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=loggers or False)
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
@@ -57,6 +59,7 @@ def _say_where(cfg: DictConfig, trainer: L.Trainer) -> None:
     lines = [f"run folder:  {out}"]
     if trainer.checkpoint_callback and trainer.checkpoint_callback.dirpath:
         lines.append(f"checkpoints: {trainer.checkpoint_callback.dirpath}")
+    lines += [f"grids:       {cb.dirpath}" for cb in trainer.callbacks if isinstance(cb, PredictionGrid)]
     wandb_dirs = sorted((out / "wandb").glob("*run-*"))
     if wandb_dirs:
         lines.append(f"wandb run:   {wandb_dirs[-1]}  (offline runs: `wandb sync {wandb_dirs[-1]}`)")

@@ -1,0 +1,99 @@
+import time
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import wandb
+from lightning.pytorch.loggers import WandbLogger
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from fgbg.callbacks import GRID_COLUMNS, HEADER, MIN_TILE, PADDING, PredictionGrid, Timings, prediction_grid
+from fgbg.module import build_module
+from tests.test_module import _batch, _config, _loader
+
+
+def _tile(image: np.ndarray, row: int, column: int, side: int) -> np.ndarray:
+    step = side + PADDING
+    top, left = HEADER + PADDING + row * step, PADDING + column * step
+    return image[top : top + side, left : left + side]
+
+
+def test_grid_rows_are_samples_and_columns_composite_masks_depths():
+    batch = _batch(batch=3, size=16)
+    prediction = {"mask": torch.rand(3, 1, 16, 16), "depth": torch.rand(3, 1, 16, 16)}
+    image = np.asarray(prediction_grid(batch, prediction))
+    side = MIN_TILE  # 16 px enlarged 4x
+    assert image.shape == (HEADER + 3 * (side + PADDING) + PADDING, 5 * (side + PADDING) + PADDING, 3)
+    columns = [None, batch["ms_bg_image"], prediction["mask"], batch["dp_image"], prediction["depth"]]
+    for row in range(3):
+        for column, values in enumerate(columns):
+            tile = _tile(image, row, column, side)
+            if values is None:  # the composite, stretched to its own [min, max]
+                assert tile.min() == 0 and tile.max() == 255
+                continue
+            expected = (values[row, 0] * 255).round().repeat_interleave(4, 0).repeat_interleave(4, 1)
+            assert np.array_equal(tile[..., 0], expected.byte().numpy()), (row, GRID_COLUMNS[column])
+
+
+def test_prediction_grid_callback_writes_one_png_per_epoch_and_logs_to_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(save_dir=tmp_path, project="fgbg-test")
+    callback = PredictionGrid(tmp_path / "grids", n_samples=3)
+    trainer = L.Trainer(accelerator="cpu", logger=logger, callbacks=[callback], max_epochs=2, limit_train_batches=1,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path, log_every_n_steps=1)
+    trainer.fit(build_module(_config()), _loader(), _loader(6))
+    wandb.finish()
+    pngs = sorted(p.name for p in (tmp_path / "grids").iterdir())
+    assert pngs == ["epoch_000.png", "epoch_001.png"]
+    with Image.open(tmp_path / "grids" / "epoch_001.png") as image:
+        assert image.size == (5 * (MIN_TILE + PADDING) + PADDING, HEADER + 3 * (MIN_TILE + PADDING) + PADDING)
+    # Samples spread evenly over the validation set: the first, the middle and the last of 6.
+    expected_masks = _batch(6, 16)["ms_bg_image"][[0, 2, 5]]
+    assert torch.equal(callback._batch["ms_bg_image"], expected_masks)
+    logged = list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/predictions_*.png"))
+    assert len(logged) == 2
+
+
+class _SlowData(torch.utils.data.Dataset):
+    """Samples that take ``delay`` seconds each to load."""
+
+    def __init__(self, n: int, delay: float):
+        self.samples, self.delay = [{k: v[i] for k, v in _batch(n, 16).items()} for i in range(n)], delay
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        time.sleep(self.delay)
+        return self.samples[index]
+
+
+class _Tiny(L.LightningModule):
+    """A one-parameter model: its steps take well under the loader's delay, even on a busy machine."""
+
+    def __init__(self):
+        super().__init__()
+        self.level = torch.nn.Parameter(torch.zeros(()))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return (batch["dp_image"] - self.level).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1])
+def test_timings_log_throughput_and_data_wait(tmp_path, delay):
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[Timings()], max_epochs=2,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(_Tiny(), DataLoader(_SlowData(6, delay), batch_size=2))
+    samples_per_s = trainer.callback_metrics["perf/samples_per_s"].item()
+    wait = trainer.callback_metrics["perf/data_wait_fraction"].item()
+    assert 0 <= wait <= 1 and samples_per_s > 0
+    if delay:  # 0.2 s of loading per batch of 2
+        assert wait > 0.5 and samples_per_s < 2 / 0.2
