@@ -1,11 +1,19 @@
-"""Build the batch zips: ``python generate.py [source=sample|folders] [depth=scene|none] [n_bg=.. n_fg=..]``."""
+"""Build and label the batch zips.
 
+``python generate.py [source=sample|folders] [depth=scene|none|<teacher>] [n_bg=.. n_fg=..]``: composites and depth.
+``python generate.py stage=depth depth=<teacher>``: label the zips already in ``out_dir``.
+``python generate.py stage=measure depth=<teacher>``: time the depth stage against the model's forward.
+Teachers: ``depth_anything_v2_small``, ``dpt_hybrid``, or ``hub depth.model=<hub id | folder>``.
+"""
+
+import json
 import logging
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fgbg.depth_stage import find_zips, label_dataset, measure
 from fgbg.generation import Settings, generate
 
 log = logging.getLogger(__name__)
@@ -13,19 +21,34 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    settings = Settings(
-        n_bg=cfg.n_bg, n_fg=cfg.n_fg, placements=cfg.placements, seed=cfg.seed, jpeg_quality=cfg.jpeg_quality
-    )
-    written = generate(
-        source=instantiate(cfg.source),
-        depth=instantiate(cfg.depth) if cfg.depth else None,
-        out_dir=cfg.out_dir,
-        settings=settings,
-        batch=cfg.batch,
-        workers=cfg.workers,
-        overwrite=cfg.overwrite,
-        show_progress=cfg.progress,
-    )
+    depth = instantiate(cfg.depth) if cfg.depth else None
+    if cfg.stage == "all":
+        settings = Settings(
+            n_bg=cfg.n_bg, n_fg=cfg.n_fg, placements=cfg.placements, seed=cfg.seed, jpeg_quality=cfg.jpeg_quality
+        )
+        written = generate(
+            source=instantiate(cfg.source),
+            depth=depth,
+            out_dir=cfg.out_dir,
+            settings=settings,
+            batch=cfg.batch,
+            workers=cfg.workers,
+            overwrite=cfg.overwrite,
+            show_progress=cfg.progress,
+        )
+    elif cfg.stage == "depth":
+        written = label_dataset(
+            cfg.out_dir, depth, cfg.batch, cfg.jpeg_quality, cfg.workers, cfg.overwrite, show_progress=cfg.progress
+        )
+    elif cfg.stage == "measure":
+        result = measure(find_zips(cfg.out_dir, cfg.batch)[0], depth, cfg.jpeg_quality, cfg.workers)
+        log.info(
+            "depth stage %.2f s, model forward %.2f s on %d images: ratio %.2f (%s)",
+            result["stage_s"], result["forward_s"], result["images"], result["ratio"], json.dumps(result),
+        )
+        return
+    else:
+        raise ValueError(f"stage={cfg.stage}: expected all, depth or measure")
     log.info("wrote %d zip(s) to %s", len(written), cfg.out_dir)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +17,8 @@ from .names import MANIFEST
 
 # Fixed member timestamps: the same inputs give the same zip bytes on every run.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+# Members are small and written one after another: a large buffer turns them into few system calls.
+_BUFFER = 1 << 20
 PARTIAL_SUFFIX = ".partial"
 
 
@@ -37,9 +40,61 @@ class BatchWriter:
         self.zf, self.quality = zf, quality
 
     def write_bytes(self, member: str, data: bytes) -> None:
+        """Append ``member``: the same bytes as ``ZipFile.writestr`` with ZIP_STORED, in a single pass.
+
+        ``writestr`` writes a blank local header, the data, then seeks back to fill in the CRC and sizes:
+        three seeks and two flushes per member, about a fifth of generation's time. The CRC and sizes of
+        stored data are known up front, so the header is written once. This uses ``ZipFile``'s
+        bookkeeping (``fp``, ``start_dir``, ``filelist``, ``NameToInfo``); tests/test_archive.py checks
+        that the bytes still equal ``writestr``'s.
+        """
+        zf = self.zf
         info = zipfile.ZipInfo(member, date_time=_EPOCH)
         info.external_attr = 0o644 << 16
-        self.zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+        info.compress_type = zipfile.ZIP_STORED
+        info.file_size = info.compress_size = len(data)
+        info.CRC = zlib.crc32(data)
+        info.header_offset = zf.start_dir
+        header = info.FileHeader()
+        zf.fp.write(header)
+        zf.fp.write(data)
+        zf.start_dir += len(header) + len(data)
+        zf.filelist.append(info)
+        zf.NameToInfo[member] = info
+        zf._didModify = True
+
+    def copy_members(self, source: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> None:
+        """Append ``members`` of ``source`` (opened from a path) exactly as stored there, then close ``source``.
+
+        Each member's record (local header, data) is copied raw, adjacent records in one piece: no
+        decompression or CRC pass, so its name, time, attributes and bytes stay as they were, and a
+        batch zip's 80,000 other members cost a disk copy rather than ~40 us each through ``read``.
+        Their ``ZipInfo`` objects move into this zip (offsets rewritten, no copies, as copying them
+        would cost ~10 us each), which is why ``source`` is closed. Same ``ZipFile`` bookkeeping as
+        :meth:`write_bytes`.
+        """
+        zf = self.zf
+        starts = sorted(info.header_offset for info in source.infolist()) + [source.start_dir]
+        record_end = dict(zip(starts, starts[1:]))  # a record runs up to the next one, or the central directory
+        runs: list[list] = []  # [start, end, members] of adjacent records
+        for info in members:
+            if runs and runs[-1][1] == info.header_offset:
+                runs[-1][1] = record_end[info.header_offset]
+                runs[-1][2].append(info)
+            else:
+                runs.append([info.header_offset, record_end[info.header_offset], [info]])
+        with open(source.filename, "rb") as raw:
+            for start, end, infos in runs:
+                raw.seek(start)
+                for offset in range(start, end, _BUFFER):
+                    zf.fp.write(raw.read(min(_BUFFER, end - offset)))
+                for info in infos:
+                    info.header_offset += zf.start_dir - start
+                    zf.filelist.append(info)
+                    zf.NameToInfo[info.filename] = info
+                zf.start_dir += end - start
+        source.close()
+        zf._didModify = True
 
     def write_image(self, member: str, image: np.ndarray) -> None:
         self.write_bytes(member, encode_jpeg(image, self.quality))
@@ -57,7 +112,7 @@ def atomic_zip(path: Path, quality: int) -> Iterator[BatchWriter]:
     """
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
-        with open(partial, "wb") as handle:
+        with open(partial, "wb", buffering=_BUFFER) as handle:
             with zipfile.ZipFile(handle, "w") as zf:
                 yield BatchWriter(zf, quality)
             handle.flush()

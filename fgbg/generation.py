@@ -2,6 +2,8 @@
 
 One zip per ``FG_PER_ZIP`` foregrounds; zips are independent, so they are written by separate
 processes here and can be split across Hydra launcher jobs (``batch=N``) with identical bytes.
+Scene depth is painted with the composites; a depth model (:class:`~fgbg.depth.Teacher`) labels the
+finished zips afterwards, in the depth stage (:mod:`fgbg.depth_stage`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from tqdm import tqdm
 
 from .archive import ArchiveError, atomic_zip, read_manifest
 from .compose import check_placements, flip_horizontal, mask_on_black, paste, placements
-from .depth import SceneDepth
+from .depth import SceneDepth, Teacher
+from .depth_stage import label_zips
 from .names import (
     BG,
     BG_SIZE,
@@ -126,14 +129,18 @@ def _manifest_extra(scenes: Scenes, depth: SceneDepth | None, settings: Settings
     }
 
 
-def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite: bool) -> list[int]:
-    """Batches still to write: finished zips made with the same settings are kept."""
+def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite: bool, any_depth: bool) -> list[int]:
+    """Batches still to write: finished zips made with the same settings are kept.
+
+    ``any_depth``: the depth stage labels the zips afterwards, so their composites are what must match.
+    """
     todo = []
     for batch in batches:
         path = out_dir / zip_name(batch)
         if path.exists() and not overwrite:
             found = read_manifest(path).get("settings")
-            if found == settings_record:
+            same_composites = any_depth and found is not None and {**found, "depth": None} == settings_record
+            if found == settings_record or same_composites:
                 continue
             raise ArchiveError(
                 f"{path} exists and was made with other settings ({found}); "
@@ -157,7 +164,7 @@ def _run_worker(batch: int) -> Path:
 
 def generate(
     source,
-    depth: SceneDepth | None,
+    depth: SceneDepth | Teacher | None,
     out_dir: str | Path,
     settings: Settings = Settings(),
     batch: int | None = None,
@@ -167,18 +174,21 @@ def generate(
 ) -> list[Path]:
     """Write the dataset's batch zips (all of them, or only ``batch``); return the paths of the zips written.
 
-    Everything is validated (settings, every input image) before the first byte is written; finished
-    zips with the same settings are skipped, so an interrupted run picks up where it stopped.
+    Everything is validated (settings, every input image, a teacher's weights) before the first byte is
+    written; finished zips with the same settings are skipped, so an interrupted run picks up where it
+    stopped. With a :class:`Teacher` the composites are written without depth, then labelled.
     """
     settings.check()
     total_batches = n_batches(settings.n_fg)
     if batch is not None and not 1 <= batch <= total_batches:
         raise ValueError(f"batch={batch}: n_fg={settings.n_fg} gives batches 1..{total_batches}")
     scenes = source.load(settings.n_bg, settings.n_fg)
+    teacher = depth.load() if isinstance(depth, Teacher) else None
+    depth = None if teacher else depth  # a teacher labels the finished zips: composites come without depth
     if depth is not None and not scenes.has_depth:
         raise SourceError(
             f"depth={type(depth).__name__} needs scenes that carry their depth (source=sample); "
-            "for your own images generate with depth=none and label them with a depth model"
+            "for your own images label with a depth model (depth=depth_anything_v2_small), or use depth=none"
         )
     out_dir = Path(out_dir)
     try:
@@ -187,20 +197,20 @@ def generate(
         raise ArchiveError(f"{out_dir}: cannot create the output folder ({error.strerror})") from error
     extra = _manifest_extra(scenes, depth, settings)
     wanted = [batch] if batch is not None else list(range(1, total_batches + 1))
-    todo = _pending(wanted, out_dir, extra["settings"], overwrite)
+    todo = _pending(wanted, out_dir, extra["settings"], overwrite, any_depth=teacher is not None)
     total = sum(settings.composites_per_batch(b) for b in todo)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(todo)))
+    processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
     bar = tqdm(total=total, unit="composite", disable=not show_progress, smoothing=0.1)
     bar.set_description(f"{len(todo)} of {len(wanted)} zips to write")
     written = []
-    if workers == 1:
+    if processes == 1:
         for b in todo:
             written.append(write_batch(b, scenes, depth, settings, out_dir, extra, bar.update))
     else:
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         progress_queue = context.Queue()
         init_args = (scenes, depth, settings, out_dir, extra, progress_queue)
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
+        with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
             futures = [pool.submit(_run_worker, b) for b in todo]
             while not all(f.done() for f in futures):
                 try:
@@ -212,4 +222,8 @@ def generate(
         while not progress_queue.empty():
             bar.update(progress_queue.get())
     bar.close()
+    if teacher:
+        # Every zip just written has no depth yet, so the zips labelled include them.
+        paths = [out_dir / zip_name(b) for b in wanted]
+        written = label_zips(paths, teacher, settings.jpeg_quality, workers, overwrite, show_progress)
     return written
