@@ -27,7 +27,15 @@ def wandb_mode(requested: str = "auto") -> str:
     return "online" if logged_in else "offline"
 
 
+def _run_name(save_dir: str) -> str:
+    """The run folder's name, followed in a sweep by the job's overrides (``model=net,data.strategy=4k``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+    return f"{Path(save_dir).name} {overrides}".strip()
+
+
 def wandb_logger(mode: str = "auto", save_dir: str = ".", name: str | None = None, **kwargs) -> WandbLogger:
-    """A :class:`WandbLogger` writing under ``save_dir``, named after that folder unless ``name`` is given."""
+    """A :class:`WandbLogger` writing under ``save_dir``, named after that folder (and a sweep job's overrides)."""
     # wandb.init's own ``mode``, not WandbLogger(offline=True), which would set WANDB_MODE for the whole process.
-    return WandbLogger(save_dir=save_dir, name=name or Path(save_dir).name, mode=wandb_mode(mode), **kwargs)
+    return WandbLogger(save_dir=save_dir, name=name or _run_name(save_dir), mode=wandb_mode(mode), **kwargs)

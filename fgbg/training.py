@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -30,7 +32,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     try:
+        started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_seconds = time.perf_counter() - started
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -38,6 +42,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics |= {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     finally:
         _finish_wandb(trainer)
+    if trainer.is_global_zero:
+        summary = {
+            "model": cfg.model._target_.rsplit(".", 1)[-1],
+            "parameters": sum(p.numel() for p in module.net.parameters()),
+            "fit_seconds": round(fit_seconds, 1),
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            **metrics,
+        }
+        (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=1))
     _say_where(cfg, trainer)
     return metrics
 

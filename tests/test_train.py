@@ -84,7 +84,8 @@ def test_two_job_multirun_gets_two_folders(small_dataset, tmp_path):
     ]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert len(jobs) == 2 and jobs[0].startswith("0_") and "model=net," in jobs[0]
-    assert jobs[1].startswith("1_") and "model=convgen," in jobs[1]
+    assert jobs == ["0", "1"]
+    assert "- model=net" in (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
+    assert "- model=convgen" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
     for job in jobs:
         assert (sweep / job / "csv" / "metrics.csv").exists() and (sweep / job / "split.json").exists()

@@ -1,0 +1,48 @@
+"""``experiment=compare``: one table of every job of a sweep, written when the sweep ends (a Hydra callback)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# (column title, key in a job's metrics.json, format)
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("parameters", "parameters", "{:,}"),
+    ("train time (s)", "fit_seconds", "{:.0f}"),
+    ("epochs", "epochs", "{}"),
+    ("train images/s", "perf/samples_per_s", "{:.1f}"),
+    ("mask IoU", "test/mask_iou", "{:.3f}"),
+    ("mask Dice", "test/mask_dice", "{:.3f}"),
+    ("depth RMSE", "test/depth_rmse", "{:.4f}"),
+    ("depth abs rel", "test/depth_abs_rel", "{:.3f}"),
+    ("depth delta1", "test/depth_delta1", "{:.3f}"),
+    ("depth SSIM", "test/depth_ssim", "{:.3f}"),
+)
+
+
+def comparison_table(runs: list[dict]) -> str:
+    """Markdown table of the jobs' ``metrics.json`` contents, one row per job."""
+    lines = ["| " + " | ".join(title for title, _, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for run in runs:
+        cells = [fmt.format(run[key]) if key in run else "n/a" for _, key, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+class CompareTable(Callback):
+    """After a multirun, gather each job's ``metrics.json`` into ``<sweep dir>/compare.md`` and print it."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+        table = comparison_table(runs)
+        (sweep / "compare.md").write_text(table + "\n")
+        log.info("comparison of %d runs (%s):\n%s", len(runs), sweep / "compare.md", table)
