@@ -31,5 +31,10 @@ train: sample
 generate: setup
 	$(BIN)/python generate.py
 
+# The seed's approach and ours side by side, with ratios (bench/README.md); writes bench/RESULTS.md.
+# A few minutes on 2 cores; `$(BIN)/python -m bench.run --quick` is a sanity run that only prints.
+bench: setup
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf outputs multirun wandb lightning_logs

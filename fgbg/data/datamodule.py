@@ -9,7 +9,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from .dataset import ZipSampleDataset
+from .cache import CachedSampleDataset, build
+from .dataset import PixelDataset, ZipSampleDataset
 from .index import select, split
 from .transforms import SampleTransform
 
@@ -23,6 +24,8 @@ class ZipDataModule(L.LightningDataModule):
         split: keyword arguments of :func:`fgbg.data.index.split` (held-out fractions, seed).
         image_size, grayscale: the transform (the source document: 64, True).
         stats: per-category mean/std; used to normalise the inputs when ``normalize``.
+        cache: decode the strategy's samples once into memory-mapped uint8 arrays under
+            ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
     """
 
     def __init__(
@@ -37,13 +40,22 @@ class ZipDataModule(L.LightningDataModule):
         stats: dict | None = None,
         batch_size: int = 16,
         num_workers: int = 0,
+        cache: bool = False,
     ):
         super().__init__()
         self.data_dir, self.strategy, self.strategies, self.split_args = Path(data_dir), strategy, strategies, split
         self.transform = SampleTransform(image_size, grayscale, stats if normalize else None)
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.parts: dict[str, ZipSampleDataset] = {}
+        self.batch_size, self.num_workers, self.cache = batch_size, num_workers, cache
+        self.parts: dict[str, PixelDataset] = {}
         self.split_description: dict = {}
+
+    def _build_cache(self, zips: dict, samples: list) -> Path:
+        return build(self.data_dir, self.strategy, zips, samples, self.transform, self.num_workers)
+
+    def prepare_data(self) -> None:
+        # Lightning calls this on one process per node before setup: the cache is built once, not per device.
+        if self.cache:
+            self._build_cache(*select(self.data_dir, self.strategy, self.strategies))
 
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
@@ -51,7 +63,11 @@ class ZipDataModule(L.LightningDataModule):
         zips, samples = select(self.data_dir, self.strategy, self.strategies)
         parts, self.split_description = split(samples, **self.split_args)
         self.split_description = {"strategy": self.strategy, "data_dir": str(self.data_dir), **self.split_description}
-        self.parts = {name: ZipSampleDataset(zips, part, self.transform) for name, part in parts.items()}
+        if self.cache:
+            folder = self._build_cache(zips, samples)
+            self.parts = {name: CachedSampleDataset(folder, part, self.transform) for name, part in parts.items()}
+        else:
+            self.parts = {name: ZipSampleDataset(zips, part, self.transform) for name, part in parts.items()}
         if self.trainer is not None and self.trainer.is_global_zero:
             out = Path(self.trainer.default_root_dir) / "split.json"
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,50 +1,118 @@
-"""A map-style dataset reading samples straight from the batch zips (no extraction)."""
+"""Map-style datasets of samples: read straight from the batch zips (no extraction), or from the decoded cache."""
 
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
-from ..names import BG, DEPTH, FG_BG, MASK_BLACK, composite_member, source_member
+from ..names import BG, COMPOSITE_CATEGORIES, composite_member, source_member
 from .index import Sample
-from .transforms import SampleTransform
+from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 
 
-class ZipSampleDataset(Dataset):
-    """``samples`` read from ``zips`` (``{batch: path}``); each worker process opens its own zip handles."""
+class PixelDataset(Dataset):
+    """Items follow the batch contract (see :class:`SampleTransform`); subclasses supply uint8 pixels.
 
-    def __init__(self, zips: dict[int, Path], samples: list[Sample], transform: SampleTransform):
-        self.zips, self.samples, self.transform = zips, samples, transform
-        self._handles: dict[int, zipfile.ZipFile] = {}
-        self._pid = os.getpid()
+    A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and turned into
+    float tensors at once (per image, those conversions cost as much as decoding).
+    """
+
+    def __init__(self, samples: list[Sample], transform: SampleTransform):
+        self.samples, self.transform = samples, transform
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
+        """Each key of the batch contract -> uint8 pixels of ``indices`` at the transform's size, stacked."""
+        raise NotImplementedError
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        batch = self.transform.tensors(self.stacked_pixels(indices))
+        return [{key: value[i] for key, value in batch.items()} for i in range(len(indices))]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+
+class _Members:
+    """One zip's members, read by offset: a third of ``ZipFile.read``'s time for small stored members
+    (which re-reads each member's local header through a file object); what ``ZipFile.read`` checks is
+    checked (the header's signature, the CRC). Compressed members (a zip tool may have re-packed the zip)
+    and systems without ``os.pread`` go through ``ZipFile.read``.
+    """
+
+    _HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
+
+    def __init__(self, path: Path):
+        self.path, self.zf = path, zipfile.ZipFile(path)
+        self.file = open(path, "rb", buffering=0)
+
+    def read(self, member: str) -> bytes:
+        info = self.zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED or not hasattr(os, "pread"):
+            return self.zf.read(member)
+        fd = self.file.fileno()
+        signature, name_length, extra_length = self._HEADER.unpack(os.pread(fd, self._HEADER.size, info.header_offset))
+        if signature != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"{self.path}:{member}: bad local header")
+        data = os.pread(fd, info.compress_size, info.header_offset + self._HEADER.size + name_length + extra_length)
+        if len(data) != info.compress_size or zlib.crc32(data) != info.CRC:
+            raise zipfile.BadZipFile(f"{self.path}:{member}: bad CRC-32 (the zip is damaged)")
+        return data
+
+
+class ZipSampleDataset(PixelDataset):
+    """``samples`` read from ``zips`` (``{batch: path}``); each worker process opens its own zip handles.
+
+    A background is shared by every composite made on it, so each process keeps those it has decoded
+    (at most the dataset's backgrounds: 100 per zip, a few kB each).
+    """
+
+    def __init__(self, zips: dict[int, Path], samples: list[Sample], transform: SampleTransform):
+        super().__init__(samples, transform)
+        self.zips = zips
+        self._handles: dict[int, _Members] = {}
+        self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
+        self._pid = os.getpid()
+
     def __getstate__(self) -> dict:
         # Open zip handles cannot cross into worker processes; each worker reopens its own.
-        return {**self.__dict__, "_handles": {}}
+        return {**self.__dict__, "_handles": {}, "_backgrounds": {}}
 
-    def _zip(self, batch: int) -> zipfile.ZipFile:
+    def _zip(self, batch: int) -> _Members:
         if self._pid != os.getpid():
             self._handles, self._pid = {}, os.getpid()
         if batch not in self._handles:
-            self._handles[batch] = zipfile.ZipFile(self.zips[batch])
+            self._handles[batch] = _Members(self.zips[batch])
         return self._handles[batch]
 
-    def __getitem__(self, index: int) -> dict:
+    def _background(self, batch: int, bg: int) -> np.ndarray:
+        if (batch, bg) not in self._backgrounds:
+            member = source_member(BG, bg)
+            data = self._zip(batch).read(member)
+            self._backgrounds[batch, bg] = self.transform.image(data, f"{self.zips[batch]}:{member}")
+        return self._backgrounds[batch, bg]
+
+    def pixels(self, index: int) -> dict[str, np.ndarray]:
+        """Sample ``index``'s JPEGs decoded at reduced scale, by key of the batch contract (not yet resized)."""
         sample = self.samples[index]
         zf, path, t = self._zip(sample.batch), self.zips[sample.batch], self.transform
-        bg, fg_bg, mask, depth = (
-            source_member(BG, sample.id.bg),
-            *(composite_member(c, sample.id) for c in (FG_BG, MASK_BLACK, DEPTH)),
-        )
+        fg_bg, mask, depth = (composite_member(c, sample.id) for c in COMPOSITE_CATEGORIES)
         return {
-            "bg_image": t.image(zf.read(bg), BG, f"{path}:{bg}"),
-            "fg_bg_image": t.image(zf.read(fg_bg), FG_BG, f"{path}:{fg_bg}"),
-            "ms_bg_image": t.mask(zf.read(mask), f"{path}:{mask}"),
-            "dp_image": t.depth(zf.read(depth), f"{path}:{depth}"),
+            BG_KEY: self._background(sample.batch, sample.id.bg),
+            FG_BG_KEY: t.image(zf.read(fg_bg), f"{path}:{fg_bg}"),
+            MASK_KEY: t.target(zf.read(mask), f"{path}:{mask}"),
+            DEPTH_KEY: t.target(zf.read(depth), f"{path}:{depth}"),
         }
+
+    def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
+        decoded = [self.pixels(i) for i in indices]
+        return self.transform.resized({key: np.stack([d[key] for d in decoded]) for key in decoded[0]})

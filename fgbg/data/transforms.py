@@ -1,9 +1,13 @@
-"""Decoding zip members into training tensors.
+"""Decoding zip members into training tensors: JPEG bytes -> uint8 pixels -> resized batch -> float tensors.
 
 The source document's transform was ``Resize((64, 64)) -> Grayscale(3) -> ToTensor()`` for all four
 images. Two mends: the mask and depth targets stay one channel (Grayscale(3) made them three), and the
 mask is thresholded back to 0/1 (JPEG makes its edges grey). JPEGs are decoded at reduced scale
-(DCT scaling) when the target size allows, which is both faster and a proper low-pass before resizing.
+(DCT scaling: 160 -> 80 for 64) when the target size allows, which is both faster and a proper low-pass,
+and a whole batch is resized the rest of the way at once.
+
+The resized uint8 pixels are what the decoded cache (``fgbg.data.cache``) stores; the float step works on
+one sample or on a whole batch (any leading dimensions), so both paths give the same tensors.
 """
 
 from __future__ import annotations
@@ -11,47 +15,101 @@ from __future__ import annotations
 import numpy as np
 import simplejpeg
 import torch
-from PIL import Image
+import torch.nn.functional as F
+
+from ..names import BG, FG_BG
+
+# Keys of the batch contract (the source document's names).
+BG_KEY, FG_BG_KEY, MASK_KEY, DEPTH_KEY = "bg_image", "fg_bg_image", "ms_bg_image", "dp_image"
+# The inputs, with the category whose statistics normalise them.
+INPUTS = {BG_KEY: BG, FG_BG_KEY: FG_BG}
+# torch resamples uint8 with interleaved channels in vectorised code for up to 4 of them (RGBA).
+_PLANES_PER_RESIZE = 4
 
 
 def decode(data: bytes, size: int, gray: bool, name: str) -> np.ndarray:
-    """JPEG bytes -> ``(size, size)`` (gray) or ``(size, size, 3)`` uint8; ``name`` labels errors."""
+    """JPEG bytes -> ``(H, W)`` (gray) or ``(H, W, 3)`` uint8 at the smallest DCT scale with sides >= ``size``.
+
+    ``name`` labels errors.
+    """
     try:
         image = simplejpeg.decode_jpeg(
             data, colorspace="GRAY" if gray else "RGB", fastdct=True, min_height=size, min_width=size
         )
     except ValueError as error:
         raise ValueError(f"{name}: cannot decode JPEG ({error})") from error
-    if gray:
-        image = image[..., 0]
-    if image.shape[:2] != (size, size):
-        image = np.array(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-    return image
+    return image[..., 0] if gray else image
+
+
+def resize(planes: np.ndarray, size: int) -> np.ndarray:
+    """``(B, H, W, P)`` uint8 -> ``(B, size, size, P)`` uint8, antialiased bilinear (within 2 grey levels of PIL's).
+
+    Planes go four at a time through torch's vectorised uint8 path: over ten times faster than PIL per
+    80 -> 64 plane (a single gray plane would take torch's generic path, no faster than PIL). One sample
+    at a time: torch would spread a whole batch over its intra-op threads, which on a busy machine costs
+    three times what it saves.
+    """
+    out = np.empty((len(planes), size, size, planes.shape[-1]), np.uint8)
+    for i, sample in enumerate(planes):
+        for start in range(0, planes.shape[-1], _PLANES_PER_RESIZE):
+            group = torch.from_numpy(np.ascontiguousarray(sample[None, ..., start : start + _PLANES_PER_RESIZE]))
+            resized = F.interpolate(group.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True)
+            out[i, ..., start : start + _PLANES_PER_RESIZE] = resized[0].permute(1, 2, 0).numpy()
+    return out
 
 
 class SampleTransform:
-    """Turn a sample's four JPEGs into the batch contract's tensors.
+    """Turn samples' four JPEGs into the batch contract's tensors, in three steps.
 
-    Returns ``bg_image``, ``fg_bg_image``: ``(C, S, S)`` float (C = 3, gray replicated, when
-    ``grayscale`` as in the source document, else RGB), optionally normalised with per-category
-    ``stats`` (``{category: {"mean": m, "std": s}}``); ``ms_bg_image``: ``(1, S, S)`` 0/1;
-    ``dp_image``: ``(1, S, S)`` in [0, 1], brighter = nearer.
+    ``image`` / ``target`` decode one JPEG at reduced scale (``decode``); ``resized`` takes those pixels
+    stacked per key of the batch contract, ``(B, H, W)`` or ``(B, H, W, 3)``, to ``(B, S, S[, 3])``;
+    ``tensors`` turns resized pixels, with any leading dimensions ``*``, into ``bg_image``, ``fg_bg_image``:
+    ``(*, C, S, S)`` float (C = 3, gray replicated, when ``grayscale`` as in the source document, else
+    RGB), optionally normalised with per-category ``stats`` (``{category: {"mean": m, "std": s}}``);
+    ``ms_bg_image``: ``(*, 1, S, S)`` 0/1; ``dp_image``: ``(*, 1, S, S)`` in [0, 1], brighter = nearer.
     """
 
     def __init__(self, image_size: int = 64, grayscale: bool = True, stats: dict | None = None):
         self.size, self.grayscale = image_size, grayscale
         self.stats = stats
 
-    def image(self, data: bytes, category: str, name: str) -> torch.Tensor:
-        pixels = decode(data, self.size, self.grayscale, name)
-        tensor = torch.from_numpy(pixels).float().div_(255)
-        tensor = tensor.expand(3, -1, -1).contiguous() if self.grayscale else tensor.permute(2, 0, 1).contiguous()
-        if self.stats is not None:
-            tensor = (tensor - self.stats[category]["mean"]) / self.stats[category]["std"]
-        return tensor
+    def image(self, data: bytes, name: str) -> np.ndarray:
+        """An input (background or composite) -> uint8 pixels, gray or RGB."""
+        return decode(data, self.size, self.grayscale, name)
 
-    def mask(self, data: bytes, name: str) -> torch.Tensor:
-        return torch.from_numpy(decode(data, self.size, True, name) > 127).float()[None]
+    def target(self, data: bytes, name: str) -> np.ndarray:
+        """A target (mask or depth) -> gray uint8 pixels."""
+        return decode(data, self.size, True, name)
 
-    def depth(self, data: bytes, name: str) -> torch.Tensor:
-        return torch.from_numpy(decode(data, self.size, True, name)).float().div_(255)[None]
+    def resized(self, pixels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if next(iter(pixels.values())).shape[1:3] == (self.size, self.size):
+            return pixels
+        # All of a sample's planes side by side (4 when gray), resized together.
+        planes = [p if p.ndim == 4 else p[..., None] for p in pixels.values()]
+        out = resize(np.concatenate(planes, axis=-1), self.size)
+        resized, start = {}, 0
+        for (key, original), plane in zip(pixels.items(), planes):
+            channels = plane.shape[-1]
+            resized[key] = out[..., start : start + channels] if original.ndim == 4 else out[..., start]
+            start += channels
+        return resized
+
+    def tensors(self, pixels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        # In NumPy, which runs these small element-wise steps on the calling thread: torch would spread
+        # them over its intra-op threads, which the model's step needs (and which spin when contended).
+        out = {}
+        for key, category in INPUTS.items():
+            # Convert before replicating the gray channel: a third of the work.
+            image = _unit(pixels[key])
+            if self.stats is not None:
+                image = (image - np.float32(self.stats[category]["mean"])) / np.float32(self.stats[category]["std"])
+            image = np.repeat(image[..., None, :, :], 3, axis=-3) if self.grayscale else np.moveaxis(image, -1, -3)
+            out[key] = torch.from_numpy(np.ascontiguousarray(image))
+        out[MASK_KEY] = torch.from_numpy((pixels[MASK_KEY] > 127).astype(np.float32)[..., None, :, :])
+        out[DEPTH_KEY] = torch.from_numpy(_unit(pixels[DEPTH_KEY])[..., None, :, :])
+        return out
+
+
+def _unit(pixels: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1]."""
+    return np.divide(pixels, np.float32(255), dtype=np.float32)

@@ -1,0 +1,446 @@
+"""``make bench``: the seed's approach and ours, side by side in one run on one machine, with ratios.
+
+    python -m bench.run            # a few minutes; writes bench/RESULTS.md
+    python -m bench.run --quick    # a sanity run in about a minute; prints only
+
+Everything runs on data made here, in a temporary folder: the generation rows make the zips that the
+loading and training rows read. See bench/README.md for what each row measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from bench.report import Row, machine, table
+from bench.seed_baselines import MasterDataset, generate_fg_bg_images_jpg, map_names, seed_transform
+from fgbg.archive import atomic_zip
+from fgbg.compose import mask_on_black, paste, placements
+from fgbg.data.index import select
+from fgbg.data.transforms import DEPTH_KEY, MASK_KEY, decode
+from fgbg.depth import SceneDepth
+from fgbg.generation import Settings, generate
+from fgbg.module import build_module
+from fgbg.names import (
+    BG,
+    BG_SIZE,
+    DEPTH,
+    FG,
+    FG_BG,
+    FG_PER_ZIP,
+    MASK,
+    MASK_BLACK,
+    PLACEMENTS,
+    SampleId,
+    composite_member,
+    n_batches,
+    source_member,
+    zip_name,
+)
+from fgbg.sources import SampleScenes
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+SEED_QUALITY = 75  # PIL's default JPEG quality, which the seed's loop saved with
+BATCH_SIZE = 16  # the seed's DataLoader
+SEED_ROOT = "/content/gdrive/My Drive/MASK1/batch_images1"  # the seed's folder, for names of its length
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n_bg: int  # backgrounds of the generation rows (foregrounds: one zip of 10 per core)
+    map_fgs: int  # foregrounds of the 10 that the seed's mapping scan covers (the rest extrapolated)
+    strategy: str  # the loading rows' strategy (conf/data/default.yaml)
+    load_samples: int  # samples timed per loading row
+    train_seconds: float  # least time per training row
+    train_steps: int  # least steps per training row (after one untimed warm-up step when > 1)
+    seed_training: bool  # whether the training rows also run the seed's loader
+
+
+FULL = Sizes(n_bg=50, map_fgs=10, strategy="16k", load_samples=4000, train_seconds=10, train_steps=2, seed_training=True)
+QUICK = Sizes(n_bg=10, map_fgs=1, strategy="4k", load_samples=400, train_seconds=0, train_steps=1, seed_training=False)
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# 1. Generation ------------------------------------------------------------------------------------
+
+
+def _extract(zip_path: Path, out: Path, folders: tuple[str, ...]) -> None:
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(out, [m for m in zf.namelist() if m.split("/")[0] in folders])
+
+
+def _codec_floor(quality: int, work: Path, n: int = 2000) -> float:
+    """Seconds per composite of the unavoidable work, on one core: paste, the mask on black, two JPEG
+    encodes, two zip members (the library's own functions, without generation's bookkeeping)."""
+    scenes = SampleScenes(0).load(1, 1)
+    bg, rgba = scenes.bg_rgb[0], scenes.fg_rgba[0]
+    mask, rgb = rgba[..., 3] > 0, rgba[..., :3]
+    offsets = placements(0, 1, 1, 0, PLACEMENTS)
+    with atomic_zip(work / "floor.zip", quality) as writer:
+        start = time.perf_counter()
+        for i in range(n):
+            x, y = offsets[i % len(offsets)]
+            writer.write_image(f"{FG_BG}/{i}.jpg", paste(bg, rgb, mask, x, y))
+            writer.write_image(f"{MASK_BLACK}/{i}.jpg", mask_on_black(mask, x, y, BG_SIZE))
+        seconds = time.perf_counter() - start
+    return seconds / n
+
+
+def bench_generation(sizes: Sizes, cores: int, work: Path, rows: list[Row]) -> Path:
+    """Rows 1; returns the folder of the zips made as shipped (with depth), which the later rows read."""
+    n_fg = FG_PER_ZIP * cores
+    like = Settings(n_bg=sizes.n_bg, n_fg=n_fg, placements=PLACEMENTS, seed=0, jpeg_quality=SEED_QUALITY)
+    count = n_fg * 2 * sizes.n_bg * PLACEMENTS
+    _say(f"generation: {count:,} composites, ours on {cores} processes ...")
+    ours = _timed(lambda: generate(SampleScenes(0), None, work / "ours", like, workers=cores, show_progress=False))
+
+    src, out = work / "seed_src", work / "seed_out"
+    for batch in range(1, cores + 1):
+        _extract(work / "ours" / zip_name(batch), src, (BG, FG, MASK))
+    for folder in (FG_BG, MASK_BLACK):
+        (out / folder).mkdir(parents=True)
+    _say("generation: the seed's loop ...")
+    seed = _timed(lambda: generate_fg_bg_images_jpg(*(str(src / f) for f in (FG, BG, MASK)), *(str(out / f) for f in (FG_BG, MASK_BLACK))))
+    made = sum(1 for _ in (out / FG_BG).iterdir())
+    assert made == count, f"the seed's loop made {made} composites, expected {count}"
+    rows.append(
+        Row(
+            "1 Generation, composites + masks (JPEG q75, no depth)",
+            "composites/s",
+            count / seed,
+            count / ours,
+            3.5,
+            f"{count:,} composites (2 JPEGs each); seed: PIL paste + save to loose files, 1 process; "
+            f"ours: generate(depth=None) into stored zips, {cores} processes",
+        )
+    )
+    floor = _codec_floor(SEED_QUALITY, work)
+    limit = cores / floor
+    rows.append(
+        Row(
+            "1a Generation limit: paste + 2 encodes + 2 zip members, x cores",
+            "composites/s",
+            None,
+            limit,
+            note=f"{floor * 1e6:.0f} us per composite on one core; ours above reaches {count / ours / limit:.0%} of it",
+        )
+    )
+
+    shipped = replace(like, jpeg_quality=OmegaConf.load(CONF / "generate.yaml").jpeg_quality)
+    _say("generation: ours as shipped (with depth) ...")
+    with_depth = _timed(lambda: generate(SampleScenes(0), SceneDepth(), work / "data", shipped, workers=cores, show_progress=False))
+    rows.append(
+        Row(
+            f"1b Generation as shipped: + exact depth (JPEG q{shipped.jpeg_quality})",
+            "composites/s",
+            None,
+            count / with_depth,
+            note="3 JPEGs per composite; for information: the seed's loop made no depth (its depth came from a model, later)",
+        )
+    )
+    return work / "data"
+
+
+# 2. Mapping ---------------------------------------------------------------------------------------
+
+
+def bench_mapping(sizes: Sizes, work: Path, rows: list[Row]) -> None:
+    """Row 2: one batch's 40,000 names (10 fg x 100 bg x 2 x 20) -> samples."""
+    ids = [SampleId(fg, bg, flip, k) for fg in range(1, 11) for bg in range(1, 101) for flip in (0, 1) for k in range(1, 21)]
+    # The seed listed files in directory order; the order does not change the scan's work.
+    ids = [ids[i] for i in np.random.default_rng(0).permutation(len(ids))]
+    listed = {c: [f"{SEED_ROOT}/{composite_member(c, s)}" for s in ids] for c in (FG_BG, MASK_BLACK, DEPTH)}
+    fg_names = [f"{SEED_ROOT}/{source_member(FG, fg)}" for fg in range(1, 11)]
+    bg_names = [f"{SEED_ROOT}/{source_member(BG, bg)}" for bg in range(1, 101)]
+
+    names_dir = work / "names"
+    names_dir.mkdir()
+    with atomic_zip(names_dir / zip_name(1), SEED_QUALITY) as writer:  # names only: the index reads no image
+        for fg in range(1, 11):
+            writer.write_bytes(source_member(FG, fg), b"")
+            writer.write_bytes(source_member(MASK, fg), b"")
+        for bg in range(1, 101):
+            writer.write_bytes(source_member(BG, bg), b"")
+        for s in ids:
+            for c in (FG_BG, MASK_BLACK, DEPTH):
+                writer.write_bytes(composite_member(c, s), b"")
+    strategies = OmegaConf.to_container(OmegaConf.load(CONF / "data" / "default.yaml").strategies)
+    found = []
+    ours = min(_timed(lambda: found.append(select(names_dir, "40k", strategies))) for _ in range(3))
+    assert len(found[0][1]) == len(ids)
+
+    _say(f"mapping: the seed's scan over {sizes.map_fgs} of 10 foregrounds ...")
+    mapped = {}
+    scan = _timed(lambda: mapped.update(map_names(fg_names[: sizes.map_fgs], bg_names, listed[MASK_BLACK], listed[DEPTH], listed[FG_BG])))
+    assert len(mapped["fg_bg"]) == len(mapped["mask"]) == len(mapped["depth"]) == len(ids) * sizes.map_fgs // 10
+    seed = scan * 10 / sizes.map_fgs
+    scope = "" if sizes.map_fgs == 10 else f" (measured on {sizes.map_fgs} of the 10 foregrounds, x{10 // sizes.map_fgs}: the scan is linear in them)"
+    rows.append(
+        Row(
+            "2 Mapping one batch: 40,000 names -> samples",
+            "s per batch",
+            seed,
+            ours,
+            100,
+            f"seed: nested startswith scan, its print calls dropped{scope}; ours: index_zip + select on a zip of "
+            "the same names (best of 3)",
+            higher_is_better=False,
+        )
+    )
+
+
+# 3. Loading ---------------------------------------------------------------------------------------
+
+
+def _data_config(data_dir: Path, sizes: Sizes, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"data.data_dir={data_dir}", f"data.strategy={sizes.strategy}", f"data.batch_size={BATCH_SIZE}", *overrides],
+        )
+    return cfg
+
+
+def _rate(loader: DataLoader, n: int, warmup: int = 2) -> float:
+    """Samples per second of ``loader`` over at least ``n`` samples, after ``warmup`` batches (worker start-up)."""
+    it = iter(loader)
+    for _ in range(warmup):
+        next(it)
+    done, start = 0, time.perf_counter()
+    while done < n:
+        try:
+            done += len(next(it)["bg_image"])
+        except StopIteration:
+            it = iter(loader)
+    return done / (time.perf_counter() - start)
+
+
+def _seed_dataset(data_dir: Path, datamodule, work: Path, size: int) -> MasterDataset:
+    """The seed's dataset over the same training samples, extracted to loose files as the seed did."""
+    loose = work / "loose"
+    samples = datamodule.parts["train"].samples
+    for batch in sorted({s.batch for s in samples}):
+        _extract(data_dir / zip_name(batch), loose / str(batch), (BG, FG_BG, MASK_BLACK, DEPTH))
+
+    def files(member) -> list[str]:
+        return [str(loose / str(s.batch) / member(s)) for s in samples]
+
+    return MasterDataset(
+        seed_transform(size),
+        files(lambda s: source_member(BG, s.id.bg)),
+        *(files(lambda s, c=c: composite_member(c, s.id)) for c in (FG_BG, MASK_BLACK, DEPTH)),
+    )
+
+
+def _seed_loader(dataset: MasterDataset, workers: int) -> DataLoader:
+    # As the seed's DataLoader (pin_memory only where there is a GPU to pin for, as ours).
+    return DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, pin_memory=torch.cuda.is_available(), num_workers=workers)
+
+
+def _decode_floor(datamodule, n: int = 500) -> float:
+    """Samples per second on one core of only reading and decoding (at reduced scale) a sample's three
+    per-composite JPEGs: the floor of the zip path without a cache."""
+    dataset = datamodule.parts["train"]
+    zf, size = zipfile.ZipFile(dataset.zips[dataset.samples[0].batch]), datamodule.transform.size
+    members = [composite_member(c, s.id) for s in dataset.samples[:n] for c in (FG_BG, MASK_BLACK, DEPTH)]
+    start = time.perf_counter()
+    for m in members:
+        decode(zf.read(m), size, True, m)
+    return n / (time.perf_counter() - start)
+
+
+def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> MasterDataset:
+    """Rows 3; returns the seed's dataset for the training rows."""
+    datamodule = instantiate(_data_config(data_dir, sizes).data)
+    datamodule.setup()
+    seed_dataset = _seed_dataset(data_dir, datamodule, work, datamodule.transform.size)
+    n = len(seed_dataset)
+    floor = _decode_floor(datamodule)
+    for workers in (0, 2):
+        _say(f"loading: {workers} workers ...")
+        seed = _rate(_seed_loader(seed_dataset, workers), sizes.load_samples)
+        datamodule.num_workers = workers
+        ours = _rate(datamodule.train_dataloader(), sizes.load_samples)
+        rows.append(
+            Row(
+                f"3 Loading, {workers} workers: bg, fg_bg, mask, depth at 64x64",
+                "samples/s",
+                seed,
+                ours,
+                4.0,
+                f"strategy {sizes.strategy} ({n:,} training samples), batch {BATCH_SIZE}; seed: MasterDataset, PIL on "
+                f"extracted loose files; ours: the DataModule on the zips; decode-only floor {floor:,.0f}/s per core",
+            )
+        )
+    cached = instantiate(_data_config(data_dir, sizes, "data.cache=true", "data.num_workers=2").data)
+    build = _timed(cached.setup)
+    for workers in (0, 2):
+        _say(f"loading: decoded cache, {workers} workers ...")
+        seed = _rate(_seed_loader(seed_dataset, workers), sizes.load_samples)
+        cached.num_workers = workers
+        ours = _rate(cached.train_dataloader(), sizes.load_samples)
+        rows.append(
+            Row(
+                f"3c Loading from the decoded cache (data.cache=true), {workers} workers",
+                "samples/s",
+                seed,
+                ours,
+                4.0,
+                f"cache built once in {build:.1f} s (all {len(cached.parts['train']) + len(cached.parts['val']) + len(cached.parts['test']):,} "
+                "samples of the strategy, 2 workers); memory-mapped uint8",
+            )
+        )
+    return seed_dataset
+
+
+# 4. Training --------------------------------------------------------------------------------------
+
+
+def _train_rate(module, loader: DataLoader, device: torch.device, sizes: Sizes) -> tuple[float, float]:
+    """Samples per second of training steps fed by ``loader``, and the fraction of time spent waiting for data."""
+    optimizer = module.configure_optimizers()["optimizer"]
+    module.train()
+
+    def step(batch) -> None:
+        # The seed's loader gives its targets 3 channels (Grayscale(3) on every image); the loss takes one.
+        batch = {k: (v[:, :1] if k in (MASK_KEY, DEPTH_KEY) else v).to(device, non_blocking=True) for k, v in batch.items()}
+        mask_logits, depth = module(batch)
+        loss = module.loss(mask_logits, depth, batch[MASK_KEY], batch[DEPTH_KEY])["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    it = iter(loader)
+    if sizes.train_steps > 1:
+        step(next(it))  # warm-up: first-call allocations, worker start-up
+    waiting = samples = steps = 0
+    start = time.perf_counter()
+    while steps < sizes.train_steps or time.perf_counter() - start < sizes.train_seconds:
+        before = time.perf_counter()
+        batch = next(it)
+        waiting += time.perf_counter() - before
+        step(batch)
+        samples, steps = samples + len(batch["bg_image"]), steps + 1
+    elapsed = time.perf_counter() - start
+    return samples / elapsed, waiting / elapsed
+
+
+def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, rows: list[Row]) -> None:
+    """Rows 4: every model in conf/model/, fed by our loader and (full run) by the seed's, 2 workers each."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for path in sorted((CONF / "model").glob("*.yaml")):
+        name = path.stem
+        _say(f"training: {name} on {device} ...")
+        cfg = _data_config(data_dir, sizes, f"model={name}", "data.num_workers=2")
+        try:
+            datamodule = instantiate(cfg.data)
+            datamodule.setup()
+            module = build_module(cfg).to(device)
+            ours, ours_wait = _train_rate(module, datamodule.train_dataloader(), device, sizes)
+            seed = seed_wait = None
+            if sizes.seed_training:
+                seed, seed_wait = _train_rate(module, _seed_loader(seed_dataset, 2), device, sizes)
+        except Exception as error:  # a model that cannot run here is reported, not fatal to the bench
+            rows.append(Row(f"4 Training step, {name} ({device.type})", "samples/s", None, None, note=f"failed: {error!r}"))
+            continue
+        waits = f"waiting for data: ours {ours_wait:.0%}" + (f", seed {seed_wait:.0%}" if seed_wait is not None else "")
+        rows.append(
+            Row(
+                f"4 Training step, {name} ({device.type}, batch {BATCH_SIZE}, 64x64)",
+                "samples/s",
+                seed,
+                ours,
+                note=f"forward + loss + backward + SGD step, 2 loader workers; {waits}",
+            )
+        )
+
+
+# Profiles -----------------------------------------------------------------------------------------
+
+
+def _top(profile: cProfile.Profile, n: int = 8) -> str:
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(n)
+    lines = out.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("ncalls"))
+    return "\n".join(line.replace(str(ROOT) + "/", "") for line in lines[start:] if line.strip())
+
+
+def profiles(data_dir: Path, sizes: Sizes, work: Path) -> str:
+    """Where our time goes, one process each: writing one zip (no depth, q75) and loading with 0 workers."""
+    settings = Settings(n_bg=sizes.n_bg, n_fg=FG_PER_ZIP, placements=PLACEMENTS, jpeg_quality=SEED_QUALITY)
+    generation = cProfile.Profile()
+    generation.runcall(generate, SampleScenes(0), None, work / "profile", settings, workers=1, show_progress=False)
+    datamodule = instantiate(_data_config(data_dir, sizes, "data.num_workers=0").data)
+    datamodule.setup()
+    loader = datamodule.train_dataloader()
+    _rate(loader, BATCH_SIZE)  # opening the zip (reading its directory) is paid once per process
+    loading = cProfile.Profile()
+    loading.runcall(_rate, loader, sizes.load_samples // 2)
+    return (
+        "Generation, one zip on one process (cProfile, by own time):\n\n```\n" + _top(generation) + "\n```\n\n"
+        "Loading from the zips, 0 workers (cProfile, by own time):\n\n```\n" + _top(loading) + "\n```\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a sanity run (prints only)")
+    parser.add_argument("--results", type=Path, help="write the table here (default: bench/RESULTS.md for a full run)")
+    parser.add_argument("--work", type=Path, help="folder for the data made (default: a temporary one, removed)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    results = args.results or (None if args.quick else ROOT / "bench" / "RESULTS.md")
+    # One generation process per zip: at most the full dataset's zips.
+    cores = min(os.cpu_count() or 1, n_batches(Settings().n_fg))
+    work = Path(tempfile.mkdtemp(prefix="fgbg-bench-", dir=args.work))
+    try:
+        rows: list[Row] = []
+        started = time.perf_counter()
+        data_dir = bench_generation(sizes, cores, work, rows)
+        bench_mapping(sizes, work, rows)
+        seed_dataset = bench_loading(data_dir, sizes, work, rows)
+        bench_training(data_dir, sizes, seed_dataset, rows)
+        profile = "" if args.quick else profiles(data_dir, sizes, work)
+        took = time.perf_counter() - started
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    command = "python -m bench.run" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    text = f"Command: `{command}` ({took:.0f} s)\n\nMachine: {machine()}\n\n{table(rows)}\n"
+    print(text)
+    if results is not None:
+        results.write_text(f"# make bench: results of the last run\n\n{text}\n{profile}")
+        _say(f"wrote {results}")
+
+
+if __name__ == "__main__":
+    main()

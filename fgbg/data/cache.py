@@ -1,0 +1,145 @@
+"""A decoded cache: a strategy's samples decoded once to uint8 pixels, then read from memory-mapped arrays.
+
+Decoding the JPEGs is most of the cost of loading a sample; the cache pays it once per (zips, selected
+samples, image size, grayscale) and afterwards feeds batches with a few array copies. It lives under
+``<data_dir>/cache/<strategy>_<size>_<gray|rgb>_<key>/``, where ``key`` hashes what decides its contents
+(each zip's name, size and modification time, the samples' selection, the transform's size and colour),
+so a regenerated dataset or another selection gets a cache of its own. It is built in a temporary folder
+renamed into place when complete: an interrupted build leaves nothing that would be read.
+
+Per folder, one ``.npy`` per key of the batch contract (pixels as ``SampleTransform.resized`` gives them):
+``fg_bg_image``, ``ms_bg_image``, ``dp_image`` ``(N, ...)`` in the order of ``samples.npy``, ``(N, 6)``
+int32 rows ``(batch, fg, bg, flip, k, background row)``, and ``bg_image`` ``(backgrounds, ...)``, each
+background once. Normalisation is not cached: it is applied when the pixels become tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from .dataset import PixelDataset, ZipSampleDataset
+from .index import Sample
+from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+
+SAMPLES = "samples.npy"
+PER_SAMPLE = (FG_BG_KEY, MASK_KEY, DEPTH_KEY)
+# Samples decoded per task of the build's worker processes.
+BUILD_CHUNK = 512
+
+
+def _table(samples: list[Sample]) -> np.ndarray:
+    """``(N, 5)`` int32 rows ``(batch, fg, bg, flip, k)``."""
+    rows = [(s.batch, s.id.fg, s.id.bg, s.id.flip, s.id.k) for s in samples]
+    return np.array(rows, np.int32).reshape(-1, 5)
+
+
+def cache_dir(data_dir: Path, strategy: str, zips: dict[int, Path], table: np.ndarray, transform: SampleTransform) -> Path:
+    """The folder of the cache of ``strategy``'s samples (``table``, see :func:`_table`) from ``zips``."""
+    stats = {str(batch): [path.name, path.stat().st_size, path.stat().st_mtime_ns] for batch, path in sorted(zips.items())}
+    decided_by = {"zips": stats, "size": transform.size, "grayscale": transform.grayscale}
+    digest = hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode())
+    digest.update(table.tobytes())
+    colour = "gray" if transform.grayscale else "rgb"
+    return Path(data_dir) / "cache" / f"{strategy}_{transform.size}_{colour}_{digest.hexdigest()[:12]}"
+
+
+class _Chunks(Dataset):
+    """Consecutive chunks of a zip dataset's samples, each decoded and stacked (the build's work items)."""
+
+    def __init__(self, source: ZipSampleDataset):
+        self.source = source
+
+    def __len__(self) -> int:
+        return -(-len(self.source) // BUILD_CHUNK)
+
+    def __getitem__(self, chunk: int) -> dict[str, np.ndarray]:
+        indices = range(chunk * BUILD_CHUNK, min((chunk + 1) * BUILD_CHUNK, len(self.source)))
+        return {key: value for key, value in self.source.stacked_pixels(list(indices)).items() if key != BG_KEY}
+
+
+def _unchanged(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return chunk
+
+
+def build(
+    data_dir: Path, strategy: str, zips: dict[int, Path], samples: list[Sample], transform: SampleTransform, workers: int = 0
+) -> Path:
+    """The cache folder of ``strategy``'s ``samples``, decoded with ``workers`` processes unless it exists."""
+    table = _table(samples)
+    folder = cache_dir(data_dir, strategy, zips, table, transform)
+    if folder.exists():
+        return folder
+    source = ZipSampleDataset(zips, samples, transform)
+    first_use: dict[tuple[int, int], int] = {}
+    for index, s in enumerate(samples):
+        first_use.setdefault((s.batch, s.id.bg), index)
+    backgrounds = sorted(first_use)
+    bg_row = {key: row for row, key in enumerate(backgrounds)}
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        bg_rows = np.array([bg_row[s.batch, s.id.bg] for s in samples], np.int32)
+        np.save(partial / SAMPLES, np.column_stack([table, bg_rows]))
+        # Through the samples' own path, so that each background's pixels are exactly those loading gives.
+        np.save(partial / f"{BG_KEY}.npy", source.stacked_pixels([first_use[key] for key in backgrounds])[BG_KEY])
+        arrays, start = {}, 0
+        loader = DataLoader(_Chunks(source), batch_size=None, num_workers=workers, collate_fn=_unchanged)
+        for chunk in loader:
+            for key, pixels in chunk.items():
+                if key not in arrays:
+                    shape = (len(samples), *pixels.shape[1:])
+                    arrays[key] = np.lib.format.open_memmap(partial / f"{key}.npy", "w+", np.uint8, shape)
+                arrays[key][start : start + len(pixels)] = pixels
+            start += len(next(iter(chunk.values())))
+        for array in arrays.values():
+            array.flush()
+        del arrays  # unmapped before the folder moves
+        try:
+            partial.rename(folder)
+        except OSError:
+            if not folder.exists():
+                raise
+            shutil.rmtree(partial)  # another process finished the same cache first
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return folder
+
+
+class CachedSampleDataset(PixelDataset):
+    """``samples`` (all held by the cache in ``folder``) read from its memory-mapped arrays.
+
+    Items equal :class:`ZipSampleDataset`'s for the same samples and transform: the same pixels become
+    tensors the same way. Each process maps the arrays itself (a mapping does not cross into workers).
+    """
+
+    def __init__(self, folder: Path, samples: list[Sample], transform: SampleTransform):
+        super().__init__(samples, transform)
+        self.folder = Path(folder)
+        table = np.load(self.folder / SAMPLES)
+        row_of = {tuple(key): row for row, key in enumerate(table[:, :5].tolist())}
+        self.rows = np.array([row_of[(s.batch, s.id.fg, s.id.bg, s.id.flip, s.id.k)] for s in samples], np.int64)
+        self.bg_rows = table[:, 5].astype(np.int64)
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": {}}
+
+    def _array(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            self._arrays[key] = np.load(self.folder / f"{key}.npy", mmap_mode="r")
+        return self._arrays[key]
+
+    def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
+        rows = self.rows[indices]
+        pixels = {key: self._array(key)[rows] for key in PER_SAMPLE}
+        pixels[BG_KEY] = self._array(BG_KEY)[self.bg_rows[rows]]
+        return pixels

@@ -1,0 +1,221 @@
+"""``predict.py``'s body: a checkpoint's mask and depth for composites on one background, written as PNGs.
+
+For each composite ``<stem>.<ext>``, at the composite's own size, in ``out``:
+
+    <stem>_mask.png          the mask, 8-bit gray: 255 foreground, 0 background
+    <stem>_depth.png         the depth, 8-bit gray, brighter = nearer (the training targets' scale)
+    <stem>_side_by_side.png  composite | mask | depth
+
+Images are preprocessed as the checkpoint's training data were (its ``data`` settings: size, grayscale,
+normalisation), and the predictions resized back to each composite's size. Every input is read and checked,
+and every prediction made, before the first file is written; each file is written under a temporary name
+and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .archive import PARTIAL_SUFFIX, encode_jpeg
+from .data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from .module import MaskDepthModule, load_module
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("mask", "depth", "side_by_side")  # file names: <stem>_<output>.png
+# Non-JPEG inputs are encoded as JPEG at this quality, so that they reach the model through training's decoder.
+REENCODE_QUALITY = 95
+GAP = 4  # white pixels between the side-by-side figure's panels
+
+
+class PredictionError(ValueError):
+    """An input that predict cannot use; the message names the file."""
+
+
+def predict(
+    ckpt_path: str | Path,
+    bg: str | Path,
+    inputs: str | Path,
+    out: str | Path,
+    device: str = "auto",
+    batch_size: int = 16,
+) -> list[Path]:
+    """Predict every composite of ``inputs`` (an image, or a folder's images) on background ``bg``.
+
+    Args:
+        ckpt_path: a checkpoint of ``train.py`` (any model).
+        bg: the background; it must have the composites' size.
+        inputs: a composite, or a folder whose image files (by extension, sorted by name; ``bg`` skipped) are.
+        out: the folder to write to (made if missing; files of the same names are replaced).
+        device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ...
+        batch_size: composites per forward pass.
+
+    Returns the written files, three per composite (see the module's docstring).
+    Raises :class:`PredictionError`, before writing anything, for a missing or unreadable file (checkpoint
+    or image), a checkpoint without the training data's settings, composites whose size differs from the
+    background's, two composites with the same stem, or no composites at all.
+    """
+    module = _load(Path(ckpt_path))
+    transform = _transform(module, Path(ckpt_path))
+    bg_path, paths = Path(bg), _composite_paths(Path(inputs), Path(bg))
+    background, bg_pixels = _read(bg_path, transform)
+    composites, pixels = zip(*(_read(path, transform) for path in paths))
+    for path, image in zip(paths, composites):
+        if image.size != background.size:
+            raise PredictionError(
+                f"{path} is {_size(image)} but the background {bg_path} is {_size(background)}: "
+                "a composite and its background must have the same size"
+            )
+
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    module.to(device).eval()
+    outputs: dict[str, Image.Image] = {}
+    for start in range(0, len(paths), batch_size):
+        chunk = slice(start, start + batch_size)
+        masks, depths = _predict(module, transform, bg_pixels, np.stack(pixels[chunk]), background.size, device)
+        for path, composite, mask, depth in zip(paths[chunk], composites[chunk], masks, depths):
+            mask_image, depth_image = Image.fromarray(mask), Image.fromarray(depth)
+            images = (mask_image, depth_image, side_by_side(composite, mask_image, depth_image))
+            outputs |= {f"{path.stem}_{kind}.png": image for kind, image in zip(OUTPUTS, images)}
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_write_png(image, out / name) for name, image in outputs.items()]
+    log.info("%d composites predicted with %s on %s: %s", len(paths), ckpt_path, device, out)
+    return written
+
+
+def side_by_side(composite: Image.Image, mask: Image.Image, depth: Image.Image) -> Image.Image:
+    """``composite | mask | depth``, same-size images, ``GAP`` white pixels apart -> an RGB figure."""
+    width, height = composite.size
+    figure = Image.new("RGB", (3 * width + 2 * GAP, height), "white")
+    for i, panel in enumerate((composite, mask, depth)):
+        figure.paste(panel.convert("RGB"), (i * (width + GAP), 0))
+    return figure
+
+
+def _load(ckpt_path: Path) -> MaskDepthModule:
+    if not ckpt_path.is_file():
+        raise PredictionError(f"{ckpt_path}: no such checkpoint")
+    try:
+        return load_module(ckpt_path)
+    except (pickle.UnpicklingError, RuntimeError, KeyError) as error:
+        raise PredictionError(f"{ckpt_path}: not a checkpoint of train.py ({type(error).__name__}: {error})") from error
+
+
+def _transform(module: MaskDepthModule, ckpt_path: Path) -> SampleTransform:
+    """The checkpoint's training transform, from the ``data`` settings ``build_module`` recorded."""
+    data = module.hparams["config"].get("data")
+    if data is None:
+        raise PredictionError(
+            f"{ckpt_path}: records no data settings (image_size, grayscale, normalize): it was not made by "
+            "train.py, or before checkpoints recorded them; retrain it to predict with it"
+        )
+    return SampleTransform(data["image_size"], data["grayscale"], data["stats"] if data["normalize"] else None)
+
+
+def _composite_paths(inputs: Path, bg: Path) -> list[Path]:
+    if inputs.is_file():
+        return [inputs]
+    if not inputs.is_dir():
+        raise PredictionError(f"{inputs}: no such file or folder")
+    extensions = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
+    paths = sorted(
+        p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() in extensions and not _same(p, bg)
+    )
+    if not paths:
+        raise PredictionError(f"{inputs}: no image files in this folder")
+    stems: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in stems:
+            raise PredictionError(f"{stems[path.stem]} and {path} would write the same files ({path.stem}_*.png)")
+        stems[path.stem] = path
+    return paths
+
+
+def _same(path: Path, other: Path) -> bool:
+    return other.exists() and path.samefile(other)
+
+
+def _read(path: Path, transform: SampleTransform) -> tuple[Image.Image, np.ndarray]:
+    """The image at ``path`` (fully decoded, so that a truncated file fails here) and the uint8 pixels
+    training's decoder makes of it (``transform.image``)."""
+    if not path.is_file():
+        raise PredictionError(f"{path}: no such file")
+    data = path.read_bytes()
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        if image.format != "JPEG" or image.mode not in ("L", "RGB"):
+            data = encode_jpeg(np.asarray(image.convert("RGB")), REENCODE_QUALITY)
+        return image, transform.image(data, str(path))
+    # PIL's UnidentifiedImageError and truncated-file errors are OSErrors; the JPEG decoder raises ValueError.
+    except (OSError, ValueError) as error:
+        raise PredictionError(f"{path}: cannot read it as an image ({error})") from error
+
+
+def _predict(
+    module: MaskDepthModule,
+    transform: SampleTransform,
+    bg_pixels: np.ndarray,
+    pixels: np.ndarray,
+    size: tuple[int, int],
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded pixels of the background ``(h, w[, 3])`` and of N composites ``(N, h, w[, 3])`` -> 8-bit mask
+    (0/255) and depth, ``(N, H, W)`` each, at ``size`` = ``(W, H)``."""
+    batch = {key: value.to(device) for key, value in _model_inputs(transform, bg_pixels, pixels).items()}
+    with torch.inference_mode():
+        prediction = module.predict_step(batch, 0)
+    width, height = size
+    mask, depth = (_resize(prediction[key], (height, width)) for key in ("mask", "depth"))
+    return _to_uint8((mask > 0.5).float()), _to_uint8(depth)
+
+
+def _model_inputs(transform: SampleTransform, bg_pixels: np.ndarray, pixels: np.ndarray) -> dict[str, Tensor]:
+    """Decoded pixels -> ``bg_image``, ``fg_bg_image`` ``(N, C, S, S)``, by the training dataset's steps.
+
+    Those steps (``resized``, ``tensors``) take a sample's targets along; prediction has none, so blank ones
+    stand in: ``resized`` groups a sample's planes, and only with the same planes does it resize the
+    inputs exactly as in training.
+    """
+    blank = np.zeros(pixels.shape[:3], np.uint8)
+    stacked = {BG_KEY: np.broadcast_to(bg_pixels, pixels.shape), FG_BG_KEY: pixels, MASK_KEY: blank, DEPTH_KEY: blank}
+    tensors = transform.tensors(transform.resized(stacked))
+    return {key: tensors[key] for key in (BG_KEY, FG_BG_KEY)}
+
+
+def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(N, 1, S, S)`` -> ``(N, 1, H, W)``, bilinear (antialiased when shrinking)."""
+    return F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def _to_uint8(maps: Tensor) -> np.ndarray:
+    """``(N, 1, H, W)`` in [0, 1] -> ``(N, H, W)`` uint8."""
+    return maps[:, 0].clamp(0, 1).mul(255).round().byte().cpu().numpy()
+
+
+def _size(image: Image.Image) -> str:
+    return f"{image.width}x{image.height}"
+
+
+def _write_png(image: Image.Image, path: Path) -> Path:
+    """Write ``path`` as ``path.partial`` and rename it into place once complete."""
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    try:
+        image.save(partial, format="PNG")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,18 @@
+import zipfile
+
+from fgbg.archive import _EPOCH, atomic_zip
+
+
+def test_members_are_written_as_zipfile_writestr_would(tmp_path):
+    members = {"bg_jpg/bg_img_1.jpg": b"\xff\xd8" + bytes(range(256)) * 40, "manifest.json": b"{}", "empty.jpg": b""}
+    with atomic_zip(tmp_path / "fast.zip", 90) as writer:
+        for name, data in members.items():
+            writer.write_bytes(name, data)
+    with zipfile.ZipFile(tmp_path / "reference.zip", "w") as zf:
+        for name, data in members.items():
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
+    assert (tmp_path / "fast.zip").read_bytes() == (tmp_path / "reference.zip").read_bytes()
+    with zipfile.ZipFile(tmp_path / "fast.zip") as zf:
+        assert zf.testzip() is None and {n: zf.read(n) for n in zf.namelist()} == members

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from fgbg.data import cache
+from fgbg.data.dataset import ZipSampleDataset
+from tests.paths import CONF_DIR
+
+
+@pytest.fixture
+def data_dir(small_dataset, tmp_path):
+    """The small dataset's zips seen from a folder of the test's own, where the cache may be written."""
+    for zip_path in small_dataset.glob("*.zip"):
+        (tmp_path / zip_path.name).symlink_to(zip_path)
+    return tmp_path
+
+
+def datamodule(data_dir, *overrides):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data.data_dir={data_dir}", "data.strategy=40k", "data.num_workers=0", *overrides])
+    dm = instantiate(cfg.data)
+    dm.setup()
+    return dm
+
+
+def assert_same_items(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("overrides", [[], ["data.grayscale=false", "data.normalize=true", "data.image_size=96"]])
+def test_cached_items_equal_the_decoded_ones(data_dir, overrides):
+    decoded, cached = datamodule(data_dir, *overrides), datamodule(data_dir, "data.cache=true", *overrides)
+    for part in ("train", "val", "test"):
+        assert cached.parts[part].samples == decoded.parts[part].samples
+        for i in (0, 7, len(decoded.parts[part]) - 1):
+            assert_same_items(cached.parts[part][i], decoded.parts[part][i])
+    batch_a, batch_b = next(iter(decoded.val_dataloader())), next(iter(cached.val_dataloader()))
+    assert_same_items(batch_a, batch_b)
+
+
+def test_a_batch_is_its_items(data_dir):
+    dataset = datamodule(data_dir).parts["train"]
+    assert isinstance(dataset, ZipSampleDataset)
+    for item, alone in zip(dataset.__getitems__([3, 0, 3]), (dataset[3], dataset[0], dataset[3])):
+        assert_same_items(item, alone)
+
+
+def test_cache_is_built_once_per_transform(data_dir):
+    datamodule(data_dir, "data.cache=true")
+    folders = sorted((data_dir / "cache").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith("40k_64_gray_")
+    stamps = {p.name: p.stat().st_mtime_ns for p in folders[0].iterdir()}
+    datamodule(data_dir, "data.cache=true", "data.normalize=true")  # normalisation is applied after the cache
+    assert {p.name: p.stat().st_mtime_ns for p in folders[0].iterdir()} == stamps
+    datamodule(data_dir, "data.cache=true", "data.image_size=32")
+    assert len(list((data_dir / "cache").iterdir())) == 2
+
+
+def test_interrupted_build_leaves_nothing(data_dir, monkeypatch):
+    def fail(self, indices):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ZipSampleDataset, "stacked_pixels", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        datamodule(data_dir, "data.cache=true")
+    assert list((data_dir / "cache").iterdir()) == []
+
+
+def test_cache_is_memory_mapped_uint8(data_dir):
+    dm = datamodule(data_dir, "data.cache=true")
+    folder = dm.parts["train"].folder
+    array = np.load(folder / "fg_bg_image.npy", mmap_mode="r")
+    assert array.dtype == np.uint8 and array.shape[1:] == (64, 64)
+    assert np.load(folder / cache.SAMPLES).shape == (array.shape[0], 6)

@@ -1,0 +1,62 @@
+import huggingface_hub.constants
+import pytest
+import torch
+
+from fgbg.models.unet import PretrainedWeightsError, UNet
+from fgbg.training import train
+from tests.test_train import train_config
+
+
+def _batch(size: int, channels: int = 3, batch: int = 2) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "bg_image": torch.rand(batch, channels, size, size, generator=g),
+        "fg_bg_image": torch.rand(batch, channels, size, size, generator=g),
+    }
+
+
+@pytest.fixture(scope="module")
+def unet() -> UNet:
+    return UNet().eval()
+
+
+@pytest.mark.parametrize("size", [64, 96, 160])
+def test_outputs_are_one_channel_at_input_size(unet, size):
+    with torch.no_grad():
+        mask_logits, depth = unet(_batch(size))
+    assert mask_logits.shape == depth.shape == (2, 1, size, size)
+
+
+def test_rejects_a_size_that_is_not_a_multiple_of_32(unet):
+    with pytest.raises(ValueError, match=r"input size 50x50 is not a multiple of 32.*data.image_size=64"):
+        unet(_batch(50))
+
+
+def test_parameter_count(unet):
+    # resnet18 encoder (6 input channels) 11.2M + decoder (128, 64, 32, 16, 16) 1.3M + head.
+    assert sum(p.numel() for p in unet.parameters()) == 12_470_562
+
+
+def test_channel_arguments_and_mask_first():
+    model, seen = UNet(in_channels=1, mask_channels=2, depth_channels=3), {}
+    model.net.segmentation_head.register_forward_hook(lambda _m, _in, out: seen.__setitem__("head", out))
+    mask_logits, depth = model(_batch(32, channels=1))
+    assert mask_logits.shape == (2, 2, 32, 32) and depth.shape == (2, 3, 32, 32)
+    assert torch.equal(mask_logits, seen["head"][:, :2]) and torch.equal(depth, seen["head"][:, 2:])
+
+
+def test_missing_pretrained_weights_fail_fast_with_how_to_get_them(monkeypatch, tmp_path):
+    # An empty cache and offline mode (HF_HUB_OFFLINE=1, read at import): no network, no retries.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(PretrainedWeightsError, match=r"encoder 'resnet18' \(encoder_weights='imagenet'\)") as error:
+        UNet(encoder_weights="imagenet")
+    assert "smp.Unet('resnet18', encoder_weights='imagenet')" in str(error.value)
+    assert "model.encoder_weights=null" in str(error.value)
+
+
+def test_fast_dev_run(small_dataset, tmp_path):
+    cfg = train_config(small_dataset, tmp_path, "model=unet", "trainer.fast_dev_run=true", "data.image_size=32")
+    metrics = train(cfg)
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert key in metrics and torch.isfinite(torch.tensor(metrics[key]))
