@@ -72,3 +72,34 @@ def test_corrupt_member_names_zip_and_member(small_dataset, tmp_path):
     dm.setup()
     with pytest.raises(ValueError, match=r"batch1_images.zip:fg_bg_jpg/fg_bg_.*\.jpg: cannot decode JPEG"):
         dm.parts["train"][0]
+
+
+def _rewrite_zip(src, dst, change):
+    """Copy zip ``src`` to ``dst`` with each member's bytes passed through ``change(name, data)``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, change(info.filename, zin.read(info)))
+
+
+def test_bad_samples_are_skipped_and_counted_when_asked(small_dataset, tmp_path):
+    broken = "fg_bg_jpg/fg_bg_1_"  # every composite of foreground 1
+    _rewrite_zip(small_dataset / "batch1_images.zip", tmp_path / "batch1_images.zip",
+                 lambda name, data: data[:50] if name.startswith(broken) else data)
+    dm = datamodule_from_config(tmp_path, "data.on_bad_sample=skip", "data.batch_size=64")
+    dm.setup()
+    dataset = dm.parts["train"]
+    bad = sum(s.id.fg == 1 for s in dataset.samples)
+    assert bad > 0
+    sizes = [len(batch["fg_bg_image"]) for batch in dm.train_dataloader()]
+    assert sum(sizes) == len(dataset) - bad and dataset.skipped == bad
+
+
+def test_wrong_size_member_is_refused_by_name(small_dataset, tmp_path):
+    small = io.BytesIO()
+    Image.new("RGB", (100, 100)).save(small, format="JPEG")
+    _rewrite_zip(small_dataset / "batch1_images.zip", tmp_path / "batch1_images.zip",
+                 lambda name, data: small.getvalue() if name.startswith("fg_bg_jpg/") else data)
+    dm = datamodule_from_config(tmp_path)
+    dm.setup()
+    with pytest.raises(ValueError, match=r"batch1_images.zip:fg_bg_jpg/fg_bg_.*: 100x100 pixels, expected 160x160"):
+        dm.parts["train"][0]

@@ -26,6 +26,7 @@ class ZipDataModule(L.LightningDataModule):
         stats: per-category mean/std; used to normalise the inputs when ``normalize``.
         cache: decode the strategy's samples once into memory-mapped uint8 arrays under
             ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
+        on_bad_sample: ``raise`` or ``skip`` (and count) samples whose images are corrupt, when reading the zips.
     """
 
     def __init__(
@@ -41,11 +42,13 @@ class ZipDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         cache: bool = False,
+        on_bad_sample: str = "raise",
     ):
         super().__init__()
         self.data_dir, self.strategy, self.strategies, self.split_args = Path(data_dir), strategy, strategies, split
         self.transform = SampleTransform(image_size, grayscale, stats if normalize else None)
         self.batch_size, self.num_workers, self.cache = batch_size, num_workers, cache
+        self.on_bad_sample = on_bad_sample
         self.parts: dict[str, PixelDataset] = {}
         self.split_description: dict = {}
 
@@ -67,7 +70,7 @@ class ZipDataModule(L.LightningDataModule):
             folder = self._build_cache(zips, samples)
             self.parts = {name: CachedSampleDataset(folder, part, self.transform) for name, part in parts.items()}
         else:
-            self.parts = {name: ZipSampleDataset(zips, part, self.transform) for name, part in parts.items()}
+            self.parts = {name: ZipSampleDataset(zips, part, self.transform, self.on_bad_sample) for name, part in parts.items()}
         if self.trainer is not None and self.trainer.is_global_zero:
             out = Path(self.trainer.default_root_dir) / "split.json"
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+import logging
 import os
 import struct
 import zipfile
@@ -9,15 +11,18 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 import torch
 from torch.utils.data import Dataset
 
-from ..names import BG, COMPOSITE_CATEGORIES, composite_member, source_member
+from ..names import BG, BG_SIZE, COMPOSITE_CATEGORIES, composite_member, source_member
 from .index import Sample
 from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 
+log = logging.getLogger(__name__)
 
-class PixelDataset(Dataset):
+
+class PixelDataset(Dataset, abc.ABC):
     """Items follow the batch contract (see :class:`SampleTransform`); subclasses supply uint8 pixels.
 
     A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and turned into
@@ -30,13 +35,14 @@ class PixelDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @abc.abstractmethod
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
         """Each key of the batch contract -> uint8 pixels of ``indices`` at the transform's size, stacked."""
-        raise NotImplementedError
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
         batch = self.transform.tensors(self.stacked_pixels(indices))
-        return [{key: value[i] for key, value in batch.items()} for i in range(len(indices))]
+        # Fewer than len(indices) when bad samples were skipped.
+        return [{key: value[i] for key, value in batch.items()} for i in range(len(batch[BG_KEY]))]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([index])[0]
@@ -74,11 +80,18 @@ class ZipSampleDataset(PixelDataset):
 
     A background is shared by every composite made on it, so each process keeps those it has decoded
     (at most the dataset's backgrounds: 100 per zip, a few kB each).
+
+    ``on_bad_sample``: ``raise`` (an error naming the zip and the member) or ``skip`` a sample with a
+    truncated, corrupt or wrongly sized image (its batch is one smaller; ``skipped`` counts them per process).
     """
 
-    def __init__(self, zips: dict[int, Path], samples: list[Sample], transform: SampleTransform):
+    def __init__(
+        self, zips: dict[int, Path], samples: list[Sample], transform: SampleTransform, on_bad_sample: str = "raise"
+    ):
+        if on_bad_sample not in ("raise", "skip"):
+            raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
         super().__init__(samples, transform)
-        self.zips = zips
+        self.zips, self.on_bad_sample, self.skipped = zips, on_bad_sample, 0
         self._handles: dict[int, _Members] = {}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
         self._pid = os.getpid()
@@ -94,25 +107,48 @@ class ZipSampleDataset(PixelDataset):
             self._handles[batch] = _Members(self.zips[batch])
         return self._handles[batch]
 
+    def _read(self, batch: int, member: str) -> tuple[bytes, str]:
+        """A member's bytes and its name for errors; every image of the dataset is BG_SIZE square."""
+        name = f"{self.zips[batch]}:{member}"
+        data = self._zip(batch).read(member)
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as error:
+            raise ValueError(f"{name}: cannot decode JPEG ({error})") from error
+        if (height, width) != (BG_SIZE, BG_SIZE):
+            raise ValueError(f"{name}: {width}x{height} pixels, expected {BG_SIZE}x{BG_SIZE}")
+        return data, name
+
     def _background(self, batch: int, bg: int) -> np.ndarray:
         if (batch, bg) not in self._backgrounds:
-            member = source_member(BG, bg)
-            data = self._zip(batch).read(member)
-            self._backgrounds[batch, bg] = self.transform.image(data, f"{self.zips[batch]}:{member}")
+            self._backgrounds[batch, bg] = self.transform.image(*self._read(batch, source_member(BG, bg)))
         return self._backgrounds[batch, bg]
 
     def pixels(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index``'s JPEGs decoded at reduced scale, by key of the batch contract (not yet resized)."""
-        sample = self.samples[index]
-        zf, path, t = self._zip(sample.batch), self.zips[sample.batch], self.transform
-        fg_bg, mask, depth = (composite_member(c, sample.id) for c in COMPOSITE_CATEGORIES)
+        sample, t = self.samples[index], self.transform
+        fg_bg, mask, depth = (self._read(sample.batch, composite_member(c, sample.id)) for c in COMPOSITE_CATEGORIES)
         return {
             BG_KEY: self._background(sample.batch, sample.id.bg),
-            FG_BG_KEY: t.image(zf.read(fg_bg), f"{path}:{fg_bg}"),
-            MASK_KEY: t.target(zf.read(mask), f"{path}:{mask}"),
-            DEPTH_KEY: t.target(zf.read(depth), f"{path}:{depth}"),
+            FG_BG_KEY: t.image(*fg_bg),
+            MASK_KEY: t.target(*mask),
+            DEPTH_KEY: t.target(*depth),
         }
 
+    def _good_pixels(self, indices: list[int]) -> list[dict[str, np.ndarray]]:
+        decoded = []
+        for index in indices:
+            try:
+                decoded.append(self.pixels(index))
+            except (ValueError, zipfile.BadZipFile) as error:
+                if self.on_bad_sample == "raise":
+                    raise
+                self.skipped += 1
+                log.warning("skipped a bad sample (%d in this process so far): %s", self.skipped, error)
+        if not decoded:
+            raise ValueError(f"every sample of a batch was bad (data.on_bad_sample=skip), e.g. sample {indices[0]}")
+        return decoded
+
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
-        decoded = [self.pixels(i) for i in indices]
+        decoded = self._good_pixels(indices)
         return self.transform.resized({key: np.stack([d[key] for d in decoded]) for key in decoded[0]})
