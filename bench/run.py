@@ -276,6 +276,16 @@ def _decode_floor(datamodule, n: int = 500) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _loading_rows(seed_dataset, datamodule, sizes: Sizes, title: str, note: str, rows: list[Row]) -> None:
+    """Rows of one loader against the seed's, with 0 and 2 workers; ``title`` has a ``{workers}`` field."""
+    for workers in (0, 2):
+        _say(title.format(workers=workers) + " ...")
+        seed = _rate(_seed_loader(seed_dataset, workers), sizes.load_samples)
+        datamodule.num_workers = workers
+        ours = _rate(datamodule.train_dataloader(), sizes.load_samples)
+        rows.append(Row(title.format(workers=workers), "samples/s", seed, ours, 4.0, note))
+
+
 def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> MasterDataset:
     """Rows 3; returns the seed's dataset for the training rows."""
     datamodule = instantiate(_data_config(data_dir, sizes).data)
@@ -283,40 +293,18 @@ def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> 
     seed_dataset = _seed_dataset(data_dir, datamodule, work, datamodule.transform.size)
     n = len(seed_dataset)
     floor = _decode_floor(datamodule)
-    for workers in (0, 2):
-        _say(f"loading: {workers} workers ...")
-        seed = _rate(_seed_loader(seed_dataset, workers), sizes.load_samples)
-        datamodule.num_workers = workers
-        ours = _rate(datamodule.train_dataloader(), sizes.load_samples)
-        rows.append(
-            Row(
-                f"3 Loading, {workers} workers: bg, fg_bg, mask, depth at 64x64",
-                "samples/s",
-                seed,
-                ours,
-                4.0,
-                f"strategy {sizes.strategy} ({n:,} training samples), batch {BATCH_SIZE}; seed: MasterDataset, PIL on "
-                f"extracted loose files; ours: the DataModule on the zips; decode-only floor {floor:,.0f}/s per core",
-            )
-        )
+    plain_note = (
+        f"strategy {sizes.strategy} ({n:,} training samples), batch {BATCH_SIZE}; seed: MasterDataset, PIL on "
+        f"extracted loose files; ours: the DataModule on the zips; decode-only floor {floor:,.0f}/s per core"
+    )
+    _loading_rows(seed_dataset, datamodule, sizes, "3 Loading, {workers} workers: bg, fg_bg, mask, depth at 64x64", plain_note, rows)
     cached = instantiate(_data_config(data_dir, sizes, "data.cache=true", "data.num_workers=2").data)
     build = _timed(cached.setup)
-    for workers in (0, 2):
-        _say(f"loading: decoded cache, {workers} workers ...")
-        seed = _rate(_seed_loader(seed_dataset, workers), sizes.load_samples)
-        cached.num_workers = workers
-        ours = _rate(cached.train_dataloader(), sizes.load_samples)
-        rows.append(
-            Row(
-                f"3c Loading from the decoded cache (data.cache=true), {workers} workers",
-                "samples/s",
-                seed,
-                ours,
-                4.0,
-                f"cache built once in {build:.1f} s (all {len(cached.parts['train']) + len(cached.parts['val']) + len(cached.parts['test']):,} "
-                "samples of the strategy, 2 workers); memory-mapped uint8",
-            )
-        )
+    cached_note = (
+        f"cache built once in {build:.1f} s (all {sum(len(p) for p in cached.parts.values()):,} "
+        "samples of the strategy, 2 workers); memory-mapped uint8"
+    )
+    _loading_rows(seed_dataset, cached, sizes, "3c Loading from the decoded cache (data.cache=true), {workers} workers", cached_note, rows)
     return seed_dataset
 
 

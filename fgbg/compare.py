@@ -17,7 +17,7 @@ COLUMNS = (
     ("model", "model", "{}"),
     ("parameters", "parameters", "{:,}"),
     ("train time (s)", "fit_seconds", "{:.0f}"),
-    ("epochs", "epochs", "{}"),
+    ("steps", "steps", "{:,}"),
     ("train images/s", "perf/samples_per_s", "{:.1f}"),
     ("mask IoU", "test/mask_iou", "{:.3f}"),
     ("mask Dice", "test/mask_dice", "{:.3f}"),
