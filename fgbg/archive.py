@@ -104,25 +104,32 @@ class BatchWriter:
 
 
 @contextmanager
-def atomic_zip(path: Path, quality: int) -> Iterator[BatchWriter]:
-    """Write ``path`` as ``path.partial`` and rename it into place only when the block completes.
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield ``path.partial`` to write; rename it to ``path`` only when the block completes.
 
-    An exception (or a kill) leaves no file under the final name; a leftover ``.partial`` is
-    overwritten by the next attempt.
+    An exception (or a kill) leaves nothing under the final name; the partial file is removed, and
+    one left by a kill is overwritten by the next attempt.
     """
     partial = path.with_name(path.name + PARTIAL_SUFFIX)
     try:
-        with open(partial, "wb", buffering=_BUFFER) as handle:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_zip(path: Path, quality: int) -> Iterator[BatchWriter]:
+    """Write the zip ``path`` through :func:`atomic_path`, synced to disk before it is renamed into place."""
+    try:
+        with atomic_path(path) as partial, open(partial, "wb", buffering=_BUFFER) as handle:
             with zipfile.ZipFile(handle, "w") as zf:
                 yield BatchWriter(zf, quality)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException as error:
-        partial.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise ArchiveError(f"{path}: cannot write ({error.strerror or error})") from error
-        raise
+    except OSError as error:
+        raise ArchiveError(f"{path}: cannot write ({error.strerror or error})") from error
 
 
 def read_manifest(path: Path) -> dict:

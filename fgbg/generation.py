@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
@@ -139,8 +138,10 @@ def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite
         path = out_dir / zip_name(batch)
         if path.exists() and not overwrite:
             found = read_manifest(path).get("settings")
-            same_composites = any_depth and found is not None and {**found, "depth": None} == settings_record
-            if found == settings_record or same_composites:
+            # With a teacher, a finished zip may already carry its labels: compare the composites' settings.
+            if found is not None and any_depth:
+                found = {**found, "depth": None}
+            if found == settings_record:
                 continue
             raise ArchiveError(
                 f"{path} exists and was made with other settings ({found}); "
@@ -218,9 +219,7 @@ def generate(
                 except queue.Empty:
                     pass
             written = [f.result() for f in futures]
-        time.sleep(0.05)
-        while not progress_queue.empty():
-            bar.update(progress_queue.get())
+        bar.update(total - bar.n)  # the last progress messages may still be in the queue's pipe
     bar.close()
     if teacher:
         # Every zip just written has no depth yet, so the zips labelled include them.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .archive import PARTIAL_SUFFIX, encode_jpeg
+from .archive import atomic_path, encode_jpeg
 from .data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 from .module import MaskDepthModule, load_module
 
@@ -210,12 +209,6 @@ def _size(image: Image.Image) -> str:
 
 
 def _write_png(image: Image.Image, path: Path) -> Path:
-    """Write ``path`` as ``path.partial`` and rename it into place once complete."""
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
-    try:
+    with atomic_path(path) as partial:
         image.save(partial, format="PNG")
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return path
