@@ -8,10 +8,10 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .module import load_module
-from .training import instantiate_all
+from .training import build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     datamodule.setup("test")
     check_held_out(Path(cfg.ckpt_path).resolve().parent.parent / "split.json", datamodule.split_description)
-    loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer = build_trainer(cfg)
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in sorted(metrics.items())}
     split = datamodule.split_description

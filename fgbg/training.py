@@ -22,15 +22,21 @@ def instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(item) for item in (group or {}).values()]
 
 
+def build_trainer(cfg: DictConfig, callbacks: list | None = None) -> L.Trainer:
+    """The Trainer of ``cfg.trainer`` with ``cfg.logger``'s loggers, which get the whole composed config."""
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks or [], logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return trainer
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (resuming from ``cfg.ckpt_path`` when set), then test; return the last logged metrics."""
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
-    loggers = instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=loggers or False)
-    for logger in trainer.loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer = build_trainer(cfg, callbacks=instantiate_all(cfg.get("callbacks")))
     try:
         started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
