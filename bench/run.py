@@ -33,7 +33,7 @@ from bench.report import Row, machine, table
 from bench.seed_baselines import MasterDataset, generate_fg_bg_images_jpg, map_names, seed_transform
 from fgbg.archive import atomic_zip
 from fgbg.compose import mask_on_black, paste, placements
-from fgbg.data.index import select
+from fgbg.data.index import sample_id, select
 from fgbg.data.transforms import DEPTH_KEY, MASK_KEY, decode
 from fgbg.depth import SceneDepth
 from fgbg.generation import Settings, generate
@@ -246,16 +246,16 @@ def _seed_dataset(data_dir: Path, datamodule, work: Path, size: int) -> MasterDa
     """The seed's dataset over the same training samples, extracted to loose files as the seed did."""
     loose = work / "loose"
     samples = datamodule.parts["train"].samples
-    for batch in sorted({s.batch for s in samples}):
+    for batch in np.unique(samples["batch"]).tolist():
         _extract(data_dir / zip_name(batch), loose / str(batch), (BG, FG_BG, MASK_BLACK, DEPTH))
 
     def files(member) -> list[str]:
-        return [str(loose / str(s.batch) / member(s)) for s in samples]
+        return [str(loose / str(s["batch"]) / member(sample_id(s))) for s in samples]
 
     return MasterDataset(
         seed_transform(size),
-        files(lambda s: source_member(BG, s.id.bg)),
-        *(files(lambda s, c=c: composite_member(c, s.id)) for c in (FG_BG, MASK_BLACK, DEPTH)),
+        files(lambda s: source_member(BG, s.bg)),
+        *(files(lambda s, c=c: composite_member(c, s)) for c in (FG_BG, MASK_BLACK, DEPTH)),
     )
 
 
@@ -268,8 +268,8 @@ def _decode_floor(datamodule, n: int = 500) -> float:
     """Samples per second on one core of only reading and decoding (at reduced scale) a sample's three
     per-composite JPEGs: the floor of the zip path without a cache."""
     dataset = datamodule.parts["train"]
-    zf, size = zipfile.ZipFile(dataset.zips[dataset.samples[0].batch]), datamodule.transform.size
-    members = [composite_member(c, s.id) for s in dataset.samples[:n] for c in (FG_BG, MASK_BLACK, DEPTH)]
+    zf, size = zipfile.ZipFile(dataset.zips[int(dataset.samples[0]["batch"])]), datamodule.transform.size
+    members = [composite_member(c, sample_id(s)) for s in dataset.samples[:n] for c in (FG_BG, MASK_BLACK, DEPTH)]
     start = time.perf_counter()
     for m in members:
         decode(zf.read(m), size, True, m)

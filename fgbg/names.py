@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 BG_SIZE = 160
 FG_SIZE = 80
 # Offsets along each axis run over 0..BG_SIZE-FG_SIZE-1, so the foreground always fits inside.
@@ -36,8 +38,17 @@ MANIFEST = "manifest.json"
 
 _SOURCE_PREFIX = {BG: "bg_img", FG: "fg_img", MASK: "mask_img"}
 _COMPOSITE_PREFIX = {FG_BG: "fg_bg", MASK_BLACK: "bg_mask", DEPTH: "depth_fg_bg"}
-_SOURCE_RE = re.compile(r"^([a-z_]+)_([1-9]\d*)\.jpg$")
-_COMPOSITE_RE = re.compile(r"^([a-z_]+?)_([1-9]\d*)_([1-9]\d*)_([01])_([1-9]\d*)\.jpg$")
+# Ids are positive decimals without leading zeros, at most 9 digits (they fit 32 bits).
+_ID = r"[1-9]\d{0,8}"
+_SOURCE_RE = re.compile(rf"([a-z_]+)_({_ID})\.jpg", re.ASCII)
+_COMPOSITE_RE = re.compile(rf"([a-z_]+?)_({_ID})_({_ID})_([01])_({_ID})\.jpg", re.ASCII)
+# Every valid member name, one per line of a text: the same names as parse_member accepts.
+_ANY_LINE_RE = re.compile(
+    rf"^(?:({'|'.join(f'{c}/{p}' for c, p in _SOURCE_PREFIX.items())})_{_ID}"
+    rf"|({'|'.join(f'{c}/{p}' for c, p in _COMPOSITE_PREFIX.items())})_{_ID}_{_ID}_[01]_{_ID})\.jpg$",
+    re.ASCII | re.MULTILINE,
+)
+_CATEGORY_OF_PREFIX = {f"{c}/{p}": CATEGORIES.index(c) for c, p in {**_SOURCE_PREFIX, **_COMPOSITE_PREFIX}.items()}
 _ZIP_RE = re.compile(r"^batch([1-9]\d*)_images\.zip$")
 
 
@@ -72,19 +83,20 @@ def parse_member(member: str) -> tuple[str, int | SampleId]:
     """Turn a zip member name back into ``(category, id)``.
 
     ``id`` is an ``int`` for bg/fg/mask images and a :class:`SampleId` for the composite
-    categories. Anything else (unknown folder, prefix of another folder, zero or missing ids,
+    categories. Anything else (unknown folder, prefix of another folder, zero, missing or
+    over-long ids,
     flip other than 0/1, nested or absolute paths) raises :class:`BadNameError`.
     """
     category, sep, filename = member.partition("/")
     if not sep or "/" in filename:
         raise BadNameError(f"{member!r}: expected '<category>/<file>.jpg' with one of {CATEGORIES}")
     if category in _SOURCE_PREFIX:
-        match = _SOURCE_RE.match(filename)
+        match = _SOURCE_RE.fullmatch(filename)
         if match and match.group(1) == _SOURCE_PREFIX[category]:
             return category, int(match.group(2))
         raise BadNameError(f"{member!r}: expected {category}/{_SOURCE_PREFIX[category]}_<id>.jpg")
     if category in _COMPOSITE_PREFIX:
-        match = _COMPOSITE_RE.match(filename)
+        match = _COMPOSITE_RE.fullmatch(filename)
         if match and match.group(1) == _COMPOSITE_PREFIX[category]:
             fg, bg, flip, k = (int(g) for g in match.groups()[1:])
             return category, SampleId(fg, bg, flip, k)
@@ -92,6 +104,46 @@ def parse_member(member: str) -> tuple[str, int | SampleId]:
             f"{member!r}: expected {category}/{_COMPOSITE_PREFIX[category]}_<fg>_<bg>_<flip 0|1>_<k>.jpg"
         )
     raise BadNameError(f"{member!r}: unknown folder {category!r}, expected one of {CATEGORIES}")
+
+
+def parse_members(members: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_member` for a whole zip directory at once (a second for 1.2M names one by one).
+
+    Returns ``categories`` ``(N,)`` int8, indices into :data:`CATEGORIES`, and ``ids`` ``(N, 4)`` int64:
+    ``(fg, bg, flip, k)`` rows for the composite categories, ``(id, 0, 0, 0)`` for the others. The first
+    name that :func:`parse_member` rejects raises its :class:`BadNameError`.
+    """
+    text = "\n".join(members)
+    lines = _ANY_LINE_RE.findall(text)
+    if len(lines) != len(members) or text.count("\n") != max(len(members) - 1, 0):
+        for member in members:  # some name is not valid: let the one-name parser say which and why
+            parse_member(member)
+        raise BadNameError(f"a member name holds a line break: {next(m for m in members if chr(10) in m)!r}")
+    categories = np.array([_CATEGORY_OF_PREFIX[source or composite] for source, composite in lines], np.int8)
+    # Every name is valid, so its digits are its ids and nothing else: 1 number per source, 4 per composite.
+    numbers = _decimal_runs(np.frombuffer(text.encode("ascii"), np.uint8))
+    composite = np.isin(categories, [CATEGORIES.index(c) for c in COMPOSITE_CATEGORIES])
+    counts = np.where(composite, 4, 1)
+    first = np.cumsum(counts) - counts
+    ids = np.zeros((len(members), 4), np.int64)
+    ids[:, 0] = numbers[first]
+    for column in range(1, 4):
+        ids[composite, column] = numbers[first[composite] + column]
+    return categories, ids
+
+
+def _decimal_runs(text: np.ndarray) -> np.ndarray:
+    """Every run of ASCII digits in ``text`` ``(L,)`` uint8 as an int64, in order ``(runs,)``."""
+    digit = (text >= ord("0")) & (text <= ord("9"))
+    edges = np.diff(digit.view(np.int8), prepend=0, append=0)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    if not len(starts):
+        return np.zeros(0, np.int64)
+    positions = np.flatnonzero(digit)
+    lengths = ends - starts
+    place = np.repeat(ends, lengths) - positions - 1  # each digit's power of ten within its run
+    values = (text[positions] - ord("0")).astype(np.int64) * 10 ** place
+    return np.add.reduceat(values, np.cumsum(lengths) - lengths)
 
 
 def zip_name(batch: int) -> str:

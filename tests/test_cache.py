@@ -35,7 +35,7 @@ def assert_same_items(a, b):
 def test_cached_items_equal_the_decoded_ones(data_dir, overrides):
     decoded, cached = datamodule(data_dir, *overrides), datamodule(data_dir, "data.cache=true", *overrides)
     for part in ("train", "val", "test"):
-        assert cached.parts[part].samples == decoded.parts[part].samples
+        assert np.array_equal(cached.parts[part].samples, decoded.parts[part].samples)
         for i in (0, 7, len(decoded.parts[part]) - 1):
             assert_same_items(cached.parts[part][i], decoded.parts[part][i])
     batch_a, batch_b = next(iter(decoded.val_dataloader())), next(iter(cached.val_dataloader()))

@@ -1,9 +1,12 @@
+import gc
+import tracemalloc
 import zipfile
 
+import numpy as np
 import pytest
 
-from fgbg.data.index import DatasetError, index_zip, select, split
-from fgbg.names import SampleId
+from fgbg.data.index import SAMPLE, DatasetError, index_zip, sample_id, select, split
+from fgbg.names import BG, COMPOSITE_CATEGORIES, SampleId, composite_member, source_member
 from tests.conftest import SMALL
 
 STRATEGIES = {
@@ -18,7 +21,7 @@ def test_index_groups_every_sample(small_dataset):
     contents = index_zip(small_dataset / "batch1_images.zip")
     assert contents.fg_ids == set(range(1, 11)) and contents.bg_ids == set(range(1, 13))
     assert len(contents.samples) == 10 * 12 * 2 * SMALL.placements
-    assert SampleId(10, 12, 1, 2) in contents.samples
+    assert SampleId(10, 12, 1, 2) in {sample_id(s) for s in contents.samples}
 
 
 @pytest.mark.parametrize(
@@ -27,9 +30,9 @@ def test_index_groups_every_sample(small_dataset):
 def test_strategy_counts_and_first_backgrounds(small_dataset, strategy, expected):
     zips, samples = select(small_dataset, strategy, STRATEGIES)
     assert len(samples) == expected
-    assert len(set(samples)) == expected
+    assert len({sample_id(s) for s in samples}) == expected
     if strategy == "small":
-        assert {s.id.bg for s in samples} == set(range(1, 6)) and set(zips) == {1}
+        assert set(samples["bg"].tolist()) == set(range(1, 6)) and set(zips) == {1}
 
 
 def test_strategy_asking_for_more_than_the_zips_hold(small_dataset):
@@ -44,23 +47,23 @@ def test_strategy_asking_for_more_than_the_zips_hold(small_dataset):
 def test_split_holds_out_backgrounds_and_foregrounds(small_dataset):
     _, samples = select(small_dataset, "small", STRATEGIES)
     parts, description = split(samples, seed=3)
-    bgs = {name: {s.id.bg for s in part} for name, part in parts.items()}
-    fgs = {name: {s.id.fg for s in part} for name, part in parts.items()}
+    bgs = {name: set(part["bg"].tolist()) for name, part in parts.items()}
+    fgs = {name: set(part["fg"].tolist()) for name, part in parts.items()}
     for held_out in ("val", "test"):
-        assert parts[held_out]
+        assert len(parts[held_out])
         assert not bgs[held_out] & bgs["train"] and not fgs[held_out] & fgs["train"]
     assert not bgs["val"] & bgs["test"]
     assert description["counts"] == {n: len(p) for n, p in parts.items()}
-    assert split(samples, seed=3)[0] == parts  # seeded
-    assert split(samples, seed=4)[0] != parts
+    assert all(np.array_equal(split(samples, seed=3)[0][n], parts[n]) for n in parts)  # seeded
+    assert not all(np.array_equal(split(samples, seed=4)[0][n], parts[n]) for n in parts)
 
 
 def test_split_keeps_foregrounds_when_too_few(small_dataset):
     _, samples = select(small_dataset, "all", STRATEGIES)
-    two_fg = [s for s in samples if s.id.fg in (1, 2)]
+    two_fg = samples[np.isin(samples["fg"], [1, 2])]
     parts, description = split(two_fg)
     assert not description["foregrounds_held_out"]
-    assert {s.id.fg for s in parts["val"]} == {1, 2}
+    assert set(parts["val"]["fg"].tolist()) == {1, 2}
 
 
 def _copy_with(src, dst, drop=(), add=()):
@@ -99,3 +102,36 @@ def test_not_a_zip(tmp_path):
     (tmp_path / "batch1_images.zip").write_bytes(b"PK garbage")
     with pytest.raises(DatasetError, match="batch1_images.zip: not a readable zip"):
         index_zip(tmp_path / "batch1_images.zip")
+
+
+def _names_only_zip(path, n_bg, n_fg=10, placements=20):
+    """A batch zip with every member of ``n_bg`` x ``n_fg`` composites, all empty: the index reads no image."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for bg in range(1, n_bg + 1):
+            zf.writestr(source_member(BG, bg), b"")
+        for fg in range(1, n_fg + 1):
+            for bg in range(1, n_bg + 1):
+                for flip in (0, 1):
+                    for k in range(1, placements + 1):
+                        for category in COMPOSITE_CATEGORIES:
+                            zf.writestr(composite_member(category, SampleId(fg, bg, flip, k)), b"")
+    return path
+
+
+def test_index_memory_is_arrays_not_python_objects(tmp_path):
+    # The 400k strategy must not hold a Python object per sample: those grow with the dataset and are
+    # copied into every loader worker as it touches their reference counts.
+    _names_only_zip(tmp_path / "batch1_images.zip", n_bg=20)
+    strategies = {"all": {"batches": [1], "n_bg": None}}
+    gc.collect()
+    objects_before = len(gc.get_objects())
+    tracemalloc.start()
+    _, samples = select(tmp_path, "all", strategies)
+    parts, _ = split(samples)
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    gc.collect()
+    assert len(samples) == 20 * 10 * 2 * 20
+    assert len(gc.get_objects()) - objects_before < 100
+    assert held / len(samples) < 2.5 * SAMPLE.itemsize  # the samples, and the split's copies of them
+    assert SAMPLE.itemsize <= 110

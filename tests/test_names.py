@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from fgbg import names
@@ -48,6 +50,29 @@ def test_source_round_trip(category):
 def test_bad_names_are_rejected(member):
     with pytest.raises(BadNameError, match="expected|unknown folder"):
         names.parse_member(member)
+    good = [names.source_member(names.BG, 1), names.composite_member(names.FG_BG, SampleId(1, 1, 0, 1))]
+    with pytest.raises(BadNameError, match=re.escape(repr(member))):  # the bulk parser names the same member
+        names.parse_members([*good, member])
+
+
+@pytest.mark.parametrize("member", ["bg_jpg/bg_img_1234567890.jpg", "fg_bg_jpg/fg_bg_1_4_0_15.jpg\n", "bg_jpg/bg_img_\u0663.jpg"])
+def test_ids_are_at_most_9_ascii_digits_and_names_one_line(member):
+    for parse in (names.parse_member, lambda m: names.parse_members([m])):
+        with pytest.raises(BadNameError):
+            parse(member)
+
+
+def test_bulk_parser_agrees_with_the_one_name_parser():
+    samples = [SampleId(fg, bg, flip, k) for fg in (1, 9, 10, 123) for bg in (1, 100, 999_999_999) for flip in (0, 1) for k in (1, 20)]
+    members = [names.composite_member(c, s) for s in samples for c in names.COMPOSITE_CATEGORIES]
+    members += [names.source_member(c, i) for c in (names.BG, names.FG, names.MASK) for i in (1, 7, 80)]
+    categories, ids = names.parse_members(members)
+    for member, category, row in zip(members, categories.tolist(), ids.tolist()):
+        expected_category, expected_id = names.parse_member(member)
+        assert names.CATEGORIES[category] == expected_category
+        assert row == ([expected_id.fg, expected_id.bg, expected_id.flip, expected_id.k]
+                       if isinstance(expected_id, SampleId) else [expected_id, 0, 0, 0])
+    assert names.parse_members([])[1].shape == (0, 4)
 
 
 def test_zip_names_and_batches():

@@ -11,6 +11,7 @@ from PIL import Image
 
 import predict as predict_script
 from fgbg import prediction
+from fgbg.data.index import sample_id as index_sample_id
 from fgbg.data.transforms import BG_KEY, FG_BG_KEY
 from fgbg.names import BG, FG_BG, SampleId, composite_member, source_member
 from fgbg.prediction import GAP, PredictionError, predict
@@ -100,7 +101,7 @@ def _training_item(cfg, sample_id: SampleId) -> dict:
     datamodule.setup()
     for part in datamodule.parts.values():
         for index, sample in enumerate(part.samples):
-            if sample.id == sample_id:
+            if index_sample_id(sample) == sample_id:
                 return part[index]
     raise LookupError(sample_id)
 

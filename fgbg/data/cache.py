@@ -25,7 +25,6 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
 from .dataset import PixelDataset, ZipSampleDataset
-from .index import Sample
 from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 
 SAMPLES = "samples.npy"
@@ -34,10 +33,9 @@ PER_SAMPLE = (FG_BG_KEY, MASK_KEY, DEPTH_KEY)
 BUILD_CHUNK = 512
 
 
-def _table(samples: list[Sample]) -> np.ndarray:
-    """``(N, 5)`` int32 rows ``(batch, fg, bg, flip, k)``."""
-    rows = [(s.batch, s.id.fg, s.id.bg, s.id.flip, s.id.k) for s in samples]
-    return np.array(rows, np.int32).reshape(-1, 5)
+def _table(samples: np.ndarray) -> np.ndarray:
+    """:data:`~fgbg.data.index.SAMPLE` rows -> ``(N, 5)`` int32 rows ``(batch, fg, bg, flip, k)``."""
+    return np.column_stack([samples[name].astype(np.int32) for name in ("batch", "fg", "bg", "flip", "k")]).reshape(-1, 5)
 
 
 def cache_dir(data_dir: Path, strategy: str, zips: dict[int, Path], table: np.ndarray, transform: SampleTransform) -> Path:
@@ -69,7 +67,7 @@ def _unchanged(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def build(
-    data_dir: Path, strategy: str, zips: dict[int, Path], samples: list[Sample], transform: SampleTransform, workers: int = 0
+    data_dir: Path, strategy: str, zips: dict[int, Path], samples: np.ndarray, transform: SampleTransform, workers: int = 0
 ) -> Path:
     """The cache folder of ``strategy``'s ``samples``, decoded with ``workers`` processes unless it exists."""
     table = _table(samples)
@@ -77,19 +75,15 @@ def build(
     if folder.exists():
         return folder
     source = ZipSampleDataset(zips, samples, transform)
-    first_use: dict[tuple[int, int], int] = {}
-    for index, s in enumerate(samples):
-        first_use.setdefault((s.batch, s.id.bg), index)
-    backgrounds = sorted(first_use)
-    bg_row = {key: row for row, key in enumerate(backgrounds)}
+    # Each background's row in bg_image.npy, and the first sample that shows it.
+    _, first_use, bg_rows = np.unique(table[:, :3:2], axis=0, return_index=True, return_inverse=True)
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        bg_rows = np.array([bg_row[s.batch, s.id.bg] for s in samples], np.int32)
-        np.save(partial / SAMPLES, np.column_stack([table, bg_rows]))
+        np.save(partial / SAMPLES, np.column_stack([table, bg_rows.reshape(-1).astype(np.int32)]))
         # Through the samples' own path, so that each background's pixels are exactly those loading gives.
-        np.save(partial / f"{BG_KEY}.npy", source.stacked_pixels([first_use[key] for key in backgrounds])[BG_KEY])
+        np.save(partial / f"{BG_KEY}.npy", source.stacked_pixels(first_use.tolist())[BG_KEY])
         arrays, start = {}, 0
         loader = DataLoader(_Chunks(source), batch_size=None, num_workers=workers, collate_fn=_unchanged)
         for chunk in loader:
@@ -121,12 +115,12 @@ class CachedSampleDataset(PixelDataset):
     tensors the same way. Each process maps the arrays itself (a mapping does not cross into workers).
     """
 
-    def __init__(self, folder: Path, samples: list[Sample], transform: SampleTransform):
+    def __init__(self, folder: Path, samples: np.ndarray, transform: SampleTransform):
         super().__init__(samples, transform)
         self.folder = Path(folder)
         table = np.load(self.folder / SAMPLES)
         row_of = {tuple(key): row for row, key in enumerate(table[:, :5].tolist())}
-        self.rows = np.array([row_of[(s.batch, s.id.fg, s.id.bg, s.id.flip, s.id.k)] for s in samples], np.int64)
+        self.rows = np.array([row_of[tuple(key)] for key in _table(samples).tolist()], np.int64)
         self.bg_rows = table[:, 5].astype(np.int64)
         self._arrays: dict[str, np.ndarray] = {}
 

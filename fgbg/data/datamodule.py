@@ -52,7 +52,7 @@ class ZipDataModule(L.LightningDataModule):
         self.parts: dict[str, PixelDataset] = {}
         self.split_description: dict = {}
 
-    def _build_cache(self, zips: dict, samples: list) -> Path:
+    def _build_cache(self, zips: dict, samples: np.ndarray) -> Path:
         return build(self.data_dir, self.strategy, zips, samples, self.transform, self.num_workers)
 
     def prepare_data(self) -> None:

@@ -1,8 +1,14 @@
-"""From batch zips to samples: one pass over each zip's names, strategies, and the held-out split.
+"""From batch zips to samples: one pass over each zip's directory, strategies, and the held-out split.
 
 The source document paired files by comparing every name with every fg x bg prefix and then by
-directory-listing order, so composites, masks and depths did not line up. Here each member's name is
-parsed once into ``(fg, bg, flip, k)`` and the four images of a sample are found by that id.
+directory-listing order, so composites, masks and depths did not line up. Here the names of a zip's
+directory are parsed all at once into ``(category, fg, bg, flip, k)`` and the images of a sample are
+found by that id.
+
+Samples are rows of a numpy structured array (:data:`SAMPLE`): ids and where each image lies in its zip,
+about 100 bytes a sample and no Python object per sample, so the 400k strategy's index is ~40 MB that
+loader workers share with their parent instead of copying (a list of names or objects would be copied
+page by page as each worker touches their reference counts).
 """
 
 from __future__ import annotations
@@ -23,79 +29,119 @@ from ..names import (
     BadNameError,
     SampleId,
     composite_member,
-    parse_member,
+    parse_members,
+    source_member,
     zip_name,
 )
+from .zipdir import MEMBER, read_directory
+
+# The images of a sample, in the order of ``SAMPLE["members"]``: its background, then COMPOSITE_CATEGORIES.
+SAMPLE_IMAGES = (BG, *COMPOSITE_CATEGORIES)
+# One sample: its zip (``batch``), its id, and where each of SAMPLE_IMAGES lies in that zip.
+SAMPLE = np.dtype(
+    [
+        ("batch", "<u2"),
+        ("fg", "<u4"),
+        ("bg", "<u4"),
+        ("flip", "u1"),
+        ("k", "<u4"),
+        ("members", MEMBER, (len(SAMPLE_IMAGES),)),
+    ]
+)
+_ID_FIELDS = ("fg", "bg", "flip", "k")
+# Entries of a zip that are not images: the manifest, and the folder entries that some zip tools add.
+_NOT_IMAGES = {MANIFEST, *(f"{category}/" for category in CATEGORIES)}
 
 
 class DatasetError(ValueError):
     """A batch zip whose contents cannot be used, or a request the zips cannot meet; names the zip/member."""
 
 
-@dataclass(frozen=True, order=True)
-class Sample:
-    """One training example: composite ``id`` stored in zip ``batch``."""
-
-    batch: int
-    id: SampleId
+def sample_id(sample: np.void) -> SampleId:
+    """The :class:`SampleId` of one :data:`SAMPLE` row."""
+    return SampleId(*(int(sample[name]) for name in _ID_FIELDS))
 
 
 @dataclass
 class ZipContents:
-    """What one batch zip holds, by id."""
+    """What one batch zip holds: its source images' ids and its samples (:data:`SAMPLE`, ``batch`` 0)."""
 
     path: Path
     bg_ids: set[int] = field(default_factory=set)
     fg_ids: set[int] = field(default_factory=set)
-    samples: list[SampleId] = field(default_factory=list)
+    samples: np.ndarray = field(default_factory=lambda: np.zeros(0, SAMPLE))
 
 
 def index_zip(path: Path) -> ZipContents:
-    """Read ``path``'s member names once and group them by sample id.
+    """Read ``path``'s directory once and group its members by sample id.
 
     Raises :class:`DatasetError` naming the member for a foreign file (any name that is not one of the
     dataset's, including absolute paths and ``..``), a duplicate, or a composite without its mask or depth.
     """
-    contents = ZipContents(Path(path))
-    partners: dict[SampleId, set[str]] = {}
-    seen: set[str] = set()
+    path = Path(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as error:
+        names, members = read_directory(path)
+    except (OSError, zipfile.BadZipFile) as error:
         raise DatasetError(f"{path}: not a readable zip ({error})") from error
-    for member in names:
-        if member == MANIFEST or (member.endswith("/") and member[:-1] in CATEGORIES):
-            continue  # the manifest, and the folder entries that some zip tools add
-        if member in seen:
-            raise DatasetError(f"{path}: duplicate member {member!r}")
-        seen.add(member)
-        try:
-            category, image_id = parse_member(member)
-        except BadNameError as error:
-            raise DatasetError(f"{path}: foreign member ({error})") from error
-        if category == BG:
-            contents.bg_ids.add(image_id)
-        elif category in (FG, MASK):
-            contents.fg_ids.add(image_id)
-        else:
-            partners.setdefault(image_id, set()).add(category)
-    for sample, found in sorted(partners.items()):
-        missing = [c for c in COMPOSITE_CATEGORIES if c not in found]
-        if missing:
-            have = composite_member(sorted(found)[0], sample)
-            raise DatasetError(f"{path}: {have!r} has no partner {composite_member(missing[0], sample)!r}")
-        if sample.bg not in contents.bg_ids:
-            raise DatasetError(f"{path}: composites of background {sample.bg} but no bg_jpg/bg_img_{sample.bg}.jpg")
-    contents.samples = sorted(partners)
+    images = [i for i, name in enumerate(names) if name not in _NOT_IMAGES]
+    if len(images) < len(names):
+        names, members = [names[i] for i in images], members[images]
+    try:
+        categories, ids = parse_members(names)
+    except BadNameError as error:
+        raise DatasetError(f"{path}: foreign member ({error})") from error
+    _refuse_duplicates(path, names, categories, ids)
+    of = {c: categories == CATEGORIES.index(c) for c in CATEGORIES}
+    contents = ZipContents(path, set(ids[of[BG], 0].tolist()), set(ids[of[FG] | of[MASK], 0].tolist()))
+    located = [_sorted_by_id(ids[of[c]], members[of[c]]) for c in COMPOSITE_CATEGORIES]
+    sample_ids = located[0][0]
+    if not all(np.array_equal(sample_ids, other_ids) for other_ids, _ in located[1:]):
+        raise DatasetError(_missing_partner(path, [other_ids for other_ids, _ in located]))
+    samples = np.zeros(len(sample_ids), SAMPLE)
+    for column, name in enumerate(_ID_FIELDS):
+        samples[name] = sample_ids[:, column]
+    bg_ids, bg_members = _sorted_by_id(ids[of[BG]], members[of[BG]])
+    at = np.minimum(np.searchsorted(bg_ids[:, 0], samples["bg"]), max(len(bg_ids) - 1, 0))
+    has_bg = (bg_ids[at, 0] == samples["bg"]) if len(bg_ids) else np.zeros(len(samples), bool)
+    if not has_bg.all():
+        bg = int(samples["bg"][~has_bg].min())
+        raise DatasetError(f"{path}: composites of background {bg} but no {source_member(BG, bg)}")
+    samples["members"][:, 0] = bg_members[at]
+    for column, (_, located_members) in enumerate(located, start=1):
+        samples["members"][:, column] = located_members
+    contents.samples = samples
     return contents
 
 
-def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, Path], list[Sample]]:
+def _sorted_by_id(ids: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``ids`` ``(N, 4)`` and their members in id order (fg, then bg, flip, k)."""
+    order = np.lexsort(ids.T[::-1])
+    return ids[order], members[order]
+
+
+def _refuse_duplicates(path: Path, names: list[str], categories: np.ndarray, ids: np.ndarray) -> None:
+    keys = np.column_stack([categories, ids])
+    order = np.lexsort(keys.T[::-1])
+    same = np.flatnonzero((keys[order][1:] == keys[order][:-1]).all(axis=1))
+    if len(same):
+        raise DatasetError(f"{path}: duplicate member {names[order[same[0]]]!r}")
+
+
+def _missing_partner(path: Path, ids_by_category: list[np.ndarray]) -> str:
+    """The message for the first sample id (in id order) that some composite category lacks."""
+    found = [{tuple(row) for row in ids.tolist()} for ids in ids_by_category]
+    incomplete = min(set.union(*found) - set.intersection(*found))
+    have = [c for c, rows in zip(COMPOSITE_CATEGORIES, found) if incomplete in rows]
+    missing = [c for c, rows in zip(COMPOSITE_CATEGORIES, found) if incomplete not in rows]
+    sample = SampleId(*incomplete)
+    return f"{path}: {composite_member(sorted(have)[0], sample)!r} has no partner {composite_member(missing[0], sample)!r}"
+
+
+def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, Path], np.ndarray]:
     """The samples of ``strategy``: ``{"batches": [1, ...], "n_bg": 10 | None}`` looked up in ``strategies``.
 
     ``n_bg`` keeps each zip's first ``n_bg`` backgrounds (by id); None keeps all of them.
-    Returns ``({batch: zip path}, samples)``.
+    Returns ``({batch: zip path}, samples)``, samples as :data:`SAMPLE` rows in (batch, id) order.
     """
     if strategy not in strategies:
         raise DatasetError(f"unknown strategy {strategy!r}; known: {', '.join(strategies)}")
@@ -113,49 +159,51 @@ def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, P
         n_bg = spec.get("n_bg") or len(bg_ids)
         if n_bg > len(bg_ids):
             raise DatasetError(f"strategy {strategy!r} needs {n_bg} backgrounds in {path}, which holds {len(bg_ids)}")
-        keep = set(bg_ids[:n_bg])
+        kept = contents.samples[np.isin(contents.samples["bg"], bg_ids[:n_bg])]
+        kept["batch"] = batch
         zips[batch] = path
-        samples += [Sample(batch, s) for s in contents.samples if s.bg in keep]
-    return zips, samples
+        samples.append(kept)
+    return zips, np.concatenate(samples) if samples else np.zeros(0, SAMPLE)
 
 
-def _hold_out(ids: list[int], fractions: tuple[float, float], rng: np.random.Generator) -> tuple[set, set, set]:
+def _hold_out(ids: list[int], fractions: tuple[float, float], rng: np.random.Generator) -> tuple[list, list, list]:
     shuffled = [ids[i] for i in rng.permutation(len(ids))]
     n_val, n_test = (max(1, round(f * len(ids))) for f in fractions)
-    return set(shuffled[n_val + n_test :]), set(shuffled[:n_val]), set(shuffled[n_val : n_val + n_test])
+    return sorted(shuffled[n_val + n_test :]), sorted(shuffled[:n_val]), sorted(shuffled[n_val : n_val + n_test])
 
 
 def split(
-    samples: list[Sample],
+    samples: np.ndarray,
     val_bg: float = 0.2,
     test_bg: float = 0.2,
     val_fg: float = 0.1,
     test_fg: float = 0.1,
     min_fg_to_split: int = 10,
     seed: int = 0,
-) -> tuple[dict[str, list[Sample]], dict]:
-    """Seeded train/val/test split in which val and test backgrounds are never seen in training.
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Seeded train/val/test split of :data:`SAMPLE` rows in which val and test backgrounds are never seen in
+    training.
 
     Foregrounds are held out too when the samples have at least ``min_fg_to_split`` of them; samples that
     pair a training background with a held-out foreground (or the reverse) belong to no part.
-    Returns ``({"train": [...], "val": [...], "test": [...]}, description)``.
+    Returns ``({"train": rows, "val": rows, "test": rows}, description)``, each part in the samples' order.
     """
     rng = np.random.default_rng(seed)
-    bgs = sorted({s.id.bg for s in samples})
-    fgs = sorted({s.id.fg for s in samples})
+    bgs = np.unique(samples["bg"]).tolist()
+    fgs = np.unique(samples["fg"]).tolist()
     if len(bgs) < 3:
         raise DatasetError(f"a held-out split needs at least 3 backgrounds, the selection has {len(bgs)}")
     bg_parts = _hold_out(bgs, (val_bg, test_bg), rng)
     split_fg = len(fgs) >= min_fg_to_split
-    fg_parts = _hold_out(fgs, (val_fg, test_fg), rng) if split_fg else (set(fgs),) * 3
+    fg_parts = _hold_out(fgs, (val_fg, test_fg), rng) if split_fg else (fgs,) * 3
     parts = {}
     for name, bg_ids, fg_ids in zip(("train", "val", "test"), bg_parts, fg_parts):
-        parts[name] = [s for s in samples if s.id.bg in bg_ids and s.id.fg in fg_ids]
+        parts[name] = samples[np.isin(samples["bg"], bg_ids) & np.isin(samples["fg"], fg_ids)]
     description = {
         "seed": seed,
         "foregrounds_held_out": split_fg,
-        **{f"{n}_bg": sorted(b) for n, b in zip(("train", "val", "test"), bg_parts)},
-        **{f"{n}_fg": sorted(f) for n, f in zip(("train", "val", "test"), fg_parts)},
+        **{f"{n}_bg": b for n, b in zip(("train", "val", "test"), bg_parts)},
+        **{f"{n}_fg": f for n, f in zip(("train", "val", "test"), fg_parts)},
         "counts": {n: len(p) for n, p in parts.items()},
         "unused": len(samples) - sum(len(p) for p in parts.values()),
     }
