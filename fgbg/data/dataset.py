@@ -57,10 +57,11 @@ class _ZipFile:
     _HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 
     def __init__(self, path: Path):
-        self.path, self.fd = path, os.open(path, os.O_RDONLY)
+        self.path, self.fd = path, os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
 
     def __del__(self) -> None:
-        os.close(self.fd)
+        if hasattr(self, "fd"):  # not when opening failed
+            os.close(self.fd)
 
     def _pread(self, size: int, offset: int) -> bytes:
         if hasattr(os, "pread"):
