@@ -1,10 +1,18 @@
 import huggingface_hub.constants
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from fgbg.models.unet import PretrainedWeightsError, UNet
 from fgbg.training import train
+from tests.paths import CONF_DIR
 from tests.test_train import train_config
+
+
+def configured(**overrides) -> UNet:
+    """The U-Net as ``model=unet`` builds it (conf/model/unet.yaml)."""
+    return instantiate(OmegaConf.load(CONF_DIR / "model" / "unet.yaml"), **overrides)
 
 
 def _batch(size: int, channels: int = 3, batch: int = 2) -> dict[str, torch.Tensor]:
@@ -17,7 +25,7 @@ def _batch(size: int, channels: int = 3, batch: int = 2) -> dict[str, torch.Tens
 
 @pytest.fixture(scope="module")
 def unet() -> UNet:
-    return UNet().eval()
+    return configured().eval()
 
 
 @pytest.mark.parametrize("size", [64, 96, 160])
@@ -33,12 +41,45 @@ def test_rejects_a_size_that_is_not_a_multiple_of_32(unet):
 
 
 def test_parameter_count(unet):
-    # resnet18 encoder (6 input channels) 11.2M + decoder (128, 64, 32, 16, 16) 1.3M + head.
-    assert sum(p.numel() for p in unet.parameters()) == 12_470_562
+    # resnet18 encoder (9 input channels) 11.2M + decoder (128, 64, 32, 16, 16) 1.3M + refinement + head.
+    assert sum(p.numel() for p in unet.parameters()) == 12_485_394
+
+
+def test_class_defaults_are_the_first_layout_that_older_checkpoints_hold():
+    # Checkpoints made before difference/refine/norms existed hold none of those keys: they rebuild this.
+    model = UNet()
+    assert sum(p.numel() for p in model.parameters()) == 12_470_562
+    assert model.net.encoder.conv1.in_channels == 6
+
+
+def test_difference_is_a_third_input():
+    model = configured()
+    assert model.net.encoder.model.conv1.in_channels == 9
+    seen = {}
+    model.net.encoder.register_forward_pre_hook(lambda _m, args: seen.__setitem__("x", args[0]))
+    batch = _batch(32)
+    model(batch)
+    assert torch.equal(seen["x"][:, 6:], batch["fg_bg_image"] - batch["bg_image"])
+
+
+def test_prediction_does_not_depend_on_the_batch():
+    # No BatchNorm: training mode computes what evaluation does, and one sample alone what it does in a batch.
+    model, batch = configured().train(), _batch(32)
+    with torch.no_grad():
+        together = model(batch)[0][:1]
+        alone = model({key: value[:1] for key, value in batch.items()})[0]
+        evaluated = model.eval()(batch)[0][:1]
+    torch.testing.assert_close(alone, together)
+    torch.testing.assert_close(evaluated, together)
+
+
+def test_encoder_norm_needs_a_timm_encoder():
+    with pytest.raises(ValueError, match="encoder_norm='groupnorm' needs a timm encoder"):
+        UNet(encoder_name="resnet18", encoder_norm="groupnorm")
 
 
 def test_channel_arguments_and_mask_first():
-    model, seen = UNet(in_channels=1, mask_channels=2, depth_channels=3), {}
+    model, seen = configured(in_channels=1, mask_channels=2, depth_channels=3), {}
     model.net.segmentation_head.register_forward_hook(lambda _m, _in, out: seen.__setitem__("head", out))
     mask_logits, depth = model(_batch(32, channels=1))
     assert mask_logits.shape == (2, 2, 32, 32) and depth.shape == (2, 3, 32, 32)
@@ -50,7 +91,7 @@ def test_missing_pretrained_weights_fail_fast_with_how_to_get_them(monkeypatch, 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(PretrainedWeightsError, match=r"encoder 'resnet18' \(encoder_weights='imagenet'\)") as error:
-        UNet(encoder_weights="imagenet")
+        UNet(encoder_name="resnet18", encoder_weights="imagenet")
     assert "smp.Unet('resnet18', encoder_weights='imagenet')" in str(error.value)
     assert "model.encoder_weights=null" in str(error.value)
 
