@@ -73,9 +73,11 @@ def test_prediction_does_not_depend_on_the_batch():
     torch.testing.assert_close(evaluated, together)
 
 
-def test_encoder_norm_needs_a_timm_encoder():
+def test_encoder_norm_needs_a_timm_encoder_that_takes_it():
     with pytest.raises(ValueError, match="encoder_norm='groupnorm' needs a timm encoder"):
         UNet(encoder_name="resnet18", encoder_norm="groupnorm")
+    with pytest.raises(ValueError, match="'tu-mobilenetv4_conv_small' does not take encoder_norm='groupnorm'.*encoder_norm=null"):
+        UNet(encoder_name="tu-mobilenetv4_conv_small", encoder_norm="groupnorm")
 
 
 def test_channel_arguments_and_mask_first():

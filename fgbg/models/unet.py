@@ -94,6 +94,13 @@ class UNet(nn.Module):
             if encoder_weights is None:
                 raise
             raise PretrainedWeightsError(_weights_help(encoder_name, encoder_weights, error)) from error
+        except TypeError as error:  # timm models that fix their own norm layer refuse norm_layer
+            if not encoder_norm or "norm_layer" not in str(error):
+                raise
+            raise ValueError(
+                f"UNet: encoder {encoder_name!r} does not take encoder_norm={encoder_norm!r} ({error}); "
+                "set model.encoder_norm=null to keep its own normalisation"
+            ) from error
         self.refine = None
         if refine:
             self.refine = UnetDecoderBlock(decoder_channels[-1], inputs, decoder_channels[-1], use_norm=decoder_norm)
