@@ -90,17 +90,17 @@ def index_zip(path: Path) -> ZipContents:
         categories, ids = parse_members(names)
     except BadNameError as error:
         raise DatasetError(f"{path}: foreign member ({error})") from error
-    _refuse_duplicates(path, names, categories, ids)
+    categories, ids, members = _in_order_without_duplicates(path, names, categories, ids, members)
     of = {c: categories == CATEGORIES.index(c) for c in CATEGORIES}
     contents = ZipContents(path, set(ids[of[BG], 0].tolist()), set(ids[of[FG] | of[MASK], 0].tolist()))
-    located = [_sorted_by_id(ids[of[c]], members[of[c]]) for c in COMPOSITE_CATEGORIES]
+    located = [(ids[of[c]], members[of[c]]) for c in COMPOSITE_CATEGORIES]  # each in id order
     sample_ids = located[0][0]
     if not all(np.array_equal(sample_ids, other_ids) for other_ids, _ in located[1:]):
         raise DatasetError(_missing_partner(path, [other_ids for other_ids, _ in located]))
     samples = np.zeros(len(sample_ids), SAMPLE)
     for column, name in enumerate(_ID_FIELDS):
         samples[name] = sample_ids[:, column]
-    bg_ids, bg_members = _sorted_by_id(ids[of[BG]], members[of[BG]])
+    bg_ids, bg_members = ids[of[BG]], members[of[BG]]
     at = np.minimum(np.searchsorted(bg_ids[:, 0], samples["bg"]), max(len(bg_ids) - 1, 0))
     has_bg = (bg_ids[at, 0] == samples["bg"]) if len(bg_ids) else np.zeros(len(samples), bool)
     if not has_bg.all():
@@ -113,18 +113,17 @@ def index_zip(path: Path) -> ZipContents:
     return contents
 
 
-def _sorted_by_id(ids: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``ids`` ``(N, 4)`` and their members in id order (fg, then bg, flip, k)."""
-    order = np.lexsort(ids.T[::-1])
-    return ids[order], members[order]
-
-
-def _refuse_duplicates(path: Path, names: list[str], categories: np.ndarray, ids: np.ndarray) -> None:
-    keys = np.column_stack([categories, ids])
-    order = np.lexsort(keys.T[::-1])
-    same = np.flatnonzero((keys[order][1:] == keys[order][:-1]).all(axis=1))
-    if len(same):
-        raise DatasetError(f"{path}: duplicate member {names[order[same[0]]]!r}")
+def _in_order_without_duplicates(
+    path: Path, names: list[str], categories: np.ndarray, ids: np.ndarray, members: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``categories`` ``(N,)``, ``ids`` ``(N, 4)`` and ``members`` ``(N,)`` sorted by category, then id (fg,
+    bg, flip, k); a member whose category and id repeat another's is refused by name."""
+    order = np.lexsort(np.column_stack([categories, ids]).T[::-1])
+    categories, ids, members = categories[order], ids[order], members[order]
+    repeated = np.flatnonzero((np.diff(categories) == 0) & (np.diff(ids, axis=0) == 0).all(axis=1))
+    if len(repeated):
+        raise DatasetError(f"{path}: duplicate member {names[order[repeated[0] + 1]]!r}")
+    return categories, ids, members
 
 
 def _missing_partner(path: Path, ids_by_category: list[np.ndarray]) -> str:
