@@ -2,8 +2,11 @@ import zipfile
 
 import pytest
 
-from fgbg.data.dataset import _ZipFile
+from fgbg.data.dataset import ZipSampleDataset, _ZipFile
+from fgbg.data.index import sample_id, select
+from fgbg.data.transforms import SampleTransform
 from fgbg.data.zipdir import read_directory
+from fgbg.names import SampleId
 
 
 def _located(path):
@@ -21,7 +24,7 @@ def test_members_read_as_zipfile_reads_them(small_dataset, tmp_path):
         expected = {name: zin.read(name) for name in names}
     for path in (src, deflated):
         located, reader = _located(path), _ZipFile(path)
-        assert {name: reader.read(located[name], name) for name in names} == expected
+        assert {name: reader.read(*located[name].item()) for name in names} == expected
 
 
 def test_corrupt_bytes_fail_the_crc(small_dataset, tmp_path):
@@ -32,5 +35,8 @@ def test_corrupt_bytes_fail_the_crc(small_dataset, tmp_path):
     data[int(location["header_offset"]) + 30 + len(member) + 100] ^= 0xFF
     corrupt = tmp_path / "batch1_images.zip"
     corrupt.write_bytes(bytes(data))
+    zips, samples = select(tmp_path, "all", {"all": {"batches": [1], "n_bg": None}})
+    dataset = ZipSampleDataset(zips, samples, SampleTransform())
+    index = [sample_id(s) for s in samples].index(SampleId(1, 1, 0, 1))
     with pytest.raises(zipfile.BadZipFile, match=f"{member}: bad CRC-32"):
-        _ZipFile(corrupt).read(location, member)
+        dataset[index]

@@ -8,6 +8,7 @@ import os
 import struct
 import zipfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,25 +70,24 @@ class _ZipFile:
         os.lseek(self.fd, offset, os.SEEK_SET)  # Windows: each process has its own descriptors
         return os.read(self.fd, size)
 
-    def read(self, member: np.void, name: str) -> bytes:
-        """The data of ``member`` (``name``, for errors, is ``zip path:member name``)."""
-        offset, size, crc, method = (int(member[f]) for f in ("header_offset", "size", "crc", "method"))
-        header = self._pread(self._HEADER.size, offset)
+    def read(self, header_offset: int, size: int, crc: int, method: int) -> bytes:
+        """The data of the member at ``header_offset`` (a :data:`~fgbg.data.zipdir.MEMBER` record's fields)."""
+        header = self._pread(self._HEADER.size, header_offset)
         if len(header) != self._HEADER.size or header[:4] != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"{name}: bad local header (the zip is damaged)")
+            raise zipfile.BadZipFile("bad local header (the zip is damaged)")
         _, name_length, extra_length = self._HEADER.unpack(header)
-        data = self._pread(size, offset + self._HEADER.size + name_length + extra_length)
+        data = self._pread(size, header_offset + self._HEADER.size + name_length + extra_length)
         if len(data) != size:
-            raise zipfile.BadZipFile(f"{name}: truncated (the zip is damaged)")
+            raise zipfile.BadZipFile("truncated (the zip is damaged)")
         if method == zipfile.ZIP_DEFLATED:  # a zip tool may have re-packed the zip
             try:
                 data = zlib.decompress(data, -zlib.MAX_WBITS)
             except zlib.error as error:
-                raise zipfile.BadZipFile(f"{name}: cannot inflate ({error})") from error
+                raise zipfile.BadZipFile(f"cannot inflate ({error})") from error
         elif method != zipfile.ZIP_STORED:
-            raise zipfile.BadZipFile(f"{name}: compression method {method} is not read here; store or deflate it")
+            raise zipfile.BadZipFile(f"compression method {method} is not read here; store or deflate it")
         if zlib.crc32(data) != crc:
-            raise zipfile.BadZipFile(f"{name}: bad CRC-32 (the zip is damaged)")
+            raise zipfile.BadZipFile("bad CRC-32 (the zip is damaged)")
         return data
 
 
@@ -124,38 +124,37 @@ class ZipSampleDataset(PixelDataset):
             self._handles[batch] = _ZipFile(self.zips[batch])
         return self._handles[batch]
 
-    def _read(self, sample: np.void, image: int) -> tuple[bytes, str]:
-        """Image ``image`` (index into SAMPLE_IMAGES) of ``sample``: its bytes and its name for errors.
+    def _decoded(self, sample: np.void, image: int, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
+        """Image ``image`` (index into SAMPLE_IMAGES) of ``sample``, read and passed to ``decode``.
 
-        Every image of the dataset is BG_SIZE square.
+        Every image of the dataset is BG_SIZE square. Errors name the zip and the member; the name is
+        made only then (making it for every image costs a tenth of loading).
         """
-        category, batch = SAMPLE_IMAGES[image], int(sample["batch"])
-        member = source_member(BG, int(sample["bg"])) if category == BG else composite_member(category, sample_id(sample))
-        name = f"{self.zips[batch]}:{member}"
-        data = self._zip(batch).read(sample["members"][image], name)
         try:
+            data = self._zip(int(sample["batch"])).read(*sample["members"][image].item())
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        except ValueError as error:
-            raise ValueError(f"{name}: cannot decode JPEG ({error})") from error
-        if (height, width) != (BG_SIZE, BG_SIZE):
-            raise ValueError(f"{name}: {width}x{height} pixels, expected {BG_SIZE}x{BG_SIZE}")
-        return data, name
+            if (height, width) != (BG_SIZE, BG_SIZE):
+                raise ValueError(f"{width}x{height} pixels, expected {BG_SIZE}x{BG_SIZE}")
+            return decode(data)
+        except (ValueError, zipfile.BadZipFile) as error:
+            category = SAMPLE_IMAGES[image]
+            member = source_member(BG, int(sample["bg"])) if category == BG else composite_member(category, sample_id(sample))
+            raise type(error)(f"{self.zips[int(sample['batch'])]}:{member}: {error}") from error
 
     def _background(self, sample: np.void) -> np.ndarray:
         key = int(sample["batch"]), int(sample["bg"])
         if key not in self._backgrounds:
-            self._backgrounds[key] = self.transform.image(*self._read(sample, 0))
+            self._backgrounds[key] = self._decoded(sample, 0, self.transform.image)
         return self._backgrounds[key]
 
     def pixels(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index``'s JPEGs decoded at reduced scale, by key of the batch contract (not yet resized)."""
         sample, t = self.samples[index], self.transform
-        fg_bg, mask, depth = (self._read(sample, image) for image in range(1, len(SAMPLE_IMAGES)))
-        return {
+        return {  # images 1, 2, 3 of SAMPLE_IMAGES: the composite, its mask, its depth
             BG_KEY: self._background(sample),
-            FG_BG_KEY: t.image(*fg_bg),
-            MASK_KEY: t.target(*mask),
-            DEPTH_KEY: t.target(*depth),
+            FG_BG_KEY: self._decoded(sample, 1, t.image),
+            MASK_KEY: self._decoded(sample, 2, t.target),
+            DEPTH_KEY: self._decoded(sample, 3, t.target),
         }
 
     def _good_pixels(self, indices: list[int]) -> list[dict[str, np.ndarray]]:

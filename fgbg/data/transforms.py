@@ -27,17 +27,17 @@ INPUTS = {BG_KEY: BG, FG_BG_KEY: FG_BG}
 _PLANES_PER_RESIZE = 4
 
 
-def decode(data: bytes, size: int, gray: bool, name: str) -> np.ndarray:
+def decode(data: bytes, size: int, gray: bool, name: str | None = None) -> np.ndarray:
     """JPEG bytes -> ``(H, W)`` (gray) or ``(H, W, 3)`` uint8 at the smallest DCT scale with sides >= ``size``.
 
-    ``name`` labels errors.
+    ``name``, when given, labels errors.
     """
     try:
         image = simplejpeg.decode_jpeg(
             data, colorspace="GRAY" if gray else "RGB", fastdct=True, min_height=size, min_width=size
         )
     except ValueError as error:
-        raise ValueError(f"{name}: cannot decode JPEG ({error})") from error
+        raise ValueError(f"{name + ': ' if name else ''}cannot decode JPEG ({error})") from error
     return image[..., 0] if gray else image
 
 
@@ -73,11 +73,11 @@ class SampleTransform:
         self.size, self.grayscale = image_size, grayscale
         self.stats = stats
 
-    def image(self, data: bytes, name: str) -> np.ndarray:
+    def image(self, data: bytes, name: str | None = None) -> np.ndarray:
         """An input (background or composite) -> uint8 pixels, gray or RGB."""
         return decode(data, self.size, self.grayscale, name)
 
-    def target(self, data: bytes, name: str) -> np.ndarray:
+    def target(self, data: bytes, name: str | None = None) -> np.ndarray:
         """A target (mask or depth) -> gray uint8 pixels."""
         return decode(data, self.size, True, name)
 
