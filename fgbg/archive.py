@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import simplejpeg
 
-from .names import MANIFEST
+from .names import MANIFEST, BadNameError, parse_zip_name
 
 # Fixed member timestamps: the same inputs give the same zip bytes on every run.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -139,3 +139,14 @@ def read_manifest(path: Path) -> dict:
             return json.loads(zf.read(MANIFEST))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
         raise ArchiveError(f"{path}: not a complete batch zip ({error})") from error
+
+
+def batch_zips(folder: str | Path) -> dict[int, Path]:
+    """``{batch: path}`` of the ``batch<N>_images.zip`` files in ``folder``, in batch order (other files left out)."""
+    found = {}
+    for path in Path(folder).glob("batch*_images.zip"):
+        try:
+            found[parse_zip_name(path.name)] = path
+        except BadNameError:
+            continue  # e.g. batch01_images.zip: not one of the dataset's names
+    return dict(sorted(found.items()))

@@ -29,7 +29,7 @@ import simplejpeg
 import torch
 from tqdm import tqdm
 
-from .archive import ArchiveError, BatchWriter, atomic_zip, encode_jpeg
+from .archive import ArchiveError, BatchWriter, atomic_zip, batch_zips, encode_jpeg
 from .depth import Teacher
 from .names import (
     BG_SIZE,
@@ -40,7 +40,6 @@ from .names import (
     SampleId,
     composite_member,
     parse_member,
-    parse_zip_name,
     zip_name,
 )
 
@@ -48,12 +47,7 @@ from .names import (
 def find_zips(out_dir: str | Path, batch: int | None = None) -> list[Path]:
     """The batch zips in ``out_dir`` by batch number (only ``batch``'s when given); raises if there are none."""
     out_dir = Path(out_dir)
-    found = {}
-    for path in out_dir.glob("batch*_images.zip"):
-        try:
-            found[parse_zip_name(path.name)] = path
-        except BadNameError:
-            continue
+    found = batch_zips(out_dir)
     if batch is not None:
         found = {batch: found[batch]} if batch in found else {}
     if not found:

@@ -21,22 +21,18 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from .names import BG, CATEGORIES, FG, FG_BG, BadNameError, parse_member, parse_zip_name
+from . import archive
+from .names import BG, CATEGORIES, FG, FG_BG, BadNameError, parse_member
 
 COLOUR = (BG, FG, FG_BG)
 
 
 def batch_zips(data_dir: str | Path) -> list[Path]:
     """The ``batch<N>_images.zip`` files in ``data_dir``, by batch number; ``FileNotFoundError`` if none."""
-    zips = []
-    for path in Path(data_dir).glob("*.zip"):
-        try:
-            zips.append((parse_zip_name(path.name), path))
-        except BadNameError:
-            continue  # other zips may share the folder
+    zips = list(archive.batch_zips(data_dir).values())
     if not zips:
         raise FileNotFoundError(f"{data_dir}: no batch<N>_images.zip")
-    return [path for _, path in sorted(zips)]
+    return zips
 
 
 def members(zf: zipfile.ZipFile) -> dict[str, list[str]]:

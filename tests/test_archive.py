@@ -1,6 +1,6 @@
 import zipfile
 
-from fgbg.archive import _EPOCH, atomic_zip
+from fgbg.archive import _EPOCH, atomic_zip, batch_zips
 
 
 def test_members_are_written_as_zipfile_writestr_would(tmp_path):
@@ -16,3 +16,10 @@ def test_members_are_written_as_zipfile_writestr_would(tmp_path):
     assert (tmp_path / "fast.zip").read_bytes() == (tmp_path / "reference.zip").read_bytes()
     with zipfile.ZipFile(tmp_path / "fast.zip") as zf:
         assert zf.testzip() is None and {n: zf.read(n) for n in zf.namelist()} == members
+
+
+def test_batch_zips_by_number_and_only_the_datasets_names(tmp_path):
+    for name in ("batch10_images.zip", "batch2_images.zip", "batch01_images.zip", "other.zip", "batch3_images.zip.partial"):
+        (tmp_path / name).write_bytes(b"")
+    assert batch_zips(tmp_path) == {2: tmp_path / "batch2_images.zip", 10: tmp_path / "batch10_images.zip"}
+    assert list(batch_zips(tmp_path)) == [2, 10]
