@@ -136,7 +136,8 @@ def _fast(path: Path) -> tuple[list[str], np.ndarray]:
     if (records["size"] == _ZIP64_MARK).any() or (records["header_offset"] == _ZIP64_MARK).any():
         raise _NotSimple  # sizes or offsets in zip64 extra fields
     try:  # names are ASCII in this dataset; others take zipfile's path (UTF-8 flag, cp437)
-        names = [directory[a:b].decode("ascii") for a, b in zip(name_starts.tolist(), (name_starts + records["name_length"]).tolist())]
+        name_ends = name_starts + records["name_length"]
+        names = [directory[a:b].decode("ascii") for a, b in zip(name_starts.tolist(), name_ends.tolist())]
     except UnicodeDecodeError:
         raise _NotSimple from None
     members = np.empty(len(records), MEMBER)
