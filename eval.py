@@ -3,10 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
+from fgbg.cli import entry_point
 from fgbg.evaluation import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@entry_point
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

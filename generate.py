@@ -13,14 +13,19 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fgbg.cli import entry_point
 from fgbg.depth_stage import find_zips, label_dataset, measure
+from fgbg.errors import check_choice
 from fgbg.generation import Settings, generate
 
 log = logging.getLogger(__name__)
+STAGES = ("all", "depth", "measure")
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+@entry_point
 def main(cfg: DictConfig) -> None:
+    check_choice("stage", cfg.stage, STAGES)
     depth = instantiate(cfg.depth) if cfg.depth else None
     if cfg.stage == "all":
         settings = Settings(
@@ -40,15 +45,13 @@ def main(cfg: DictConfig) -> None:
         written = label_dataset(
             cfg.out_dir, depth, cfg.batch, cfg.jpeg_quality, cfg.workers, cfg.overwrite, show_progress=cfg.progress
         )
-    elif cfg.stage == "measure":
+    else:  # measure
         result = measure(find_zips(cfg.out_dir, cfg.batch)[0], depth, cfg.jpeg_quality, cfg.workers)
         log.info(
             "depth stage %.2f s, model forward %.2f s on %d images: ratio %.2f (%s)",
             result["stage_s"], result["forward_s"], result["images"], result["ratio"], json.dumps(result),
         )
         return
-    else:
-        raise ValueError(f"stage={cfg.stage}: expected all, depth or measure")
     log.info("wrote %d zip(s) to %s", len(written), cfg.out_dir)
 
 

@@ -3,10 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
+from fgbg.cli import entry_point
 from fgbg.prediction import predict
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@entry_point
 def main(cfg: DictConfig) -> None:
     predict(cfg.ckpt_path, cfg.bg, cfg.inputs, cfg.out, device=cfg.device, batch_size=cfg.batch_size)
 

@@ -3,10 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
+from fgbg.cli import entry_point
 from fgbg.training import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@entry_point
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     # Returned so that Hydra sweepers (e.g. Optuna) can optimise it.

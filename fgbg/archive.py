@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 import simplejpeg
 
+from .errors import FgbgError
 from .names import MANIFEST, BadNameError, parse_zip_name
 
 # Fixed member timestamps: the same inputs give the same zip bytes on every run.
@@ -22,7 +23,7 @@ _BUFFER = 1 << 20
 PARTIAL_SUFFIX = ".partial"
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(FgbgError, RuntimeError):
     """A batch zip that cannot be written or is not what it claims to be; the message names it."""
 
 

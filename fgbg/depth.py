@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import FgbgError
 from .names import BG_SIZE
 
 
@@ -58,7 +59,7 @@ class SceneDepth:
         return base - relief
 
 
-class TeacherError(RuntimeError):
+class TeacherError(FgbgError, RuntimeError):
     """A depth model that cannot be loaded or run as configured; the message names it and says what to do."""
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import FgbgError
+
 BG_SIZE = 160
 FG_SIZE = 80
 # Offsets along each axis run over 0..BG_SIZE-FG_SIZE-1, so the foreground always fits inside.
@@ -52,7 +54,7 @@ _CATEGORY_OF_PREFIX = {f"{c}/{p}": CATEGORIES.index(c) for c, p in {**_SOURCE_PR
 _ZIP_RE = re.compile(r"^batch([1-9]\d*)_images\.zip$")
 
 
-class BadNameError(ValueError):
+class BadNameError(FgbgError, ValueError):
     """A file or zip member whose name is not one of the dataset's names."""
 
 

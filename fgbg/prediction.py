@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .archive import atomic_path, encode_jpeg
 from .data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from .errors import FgbgError
 from .module import MaskDepthModule, load_module
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ REENCODE_QUALITY = 95
 GAP = 4  # white pixels between the side-by-side figure's panels
 
 
-class PredictionError(ValueError):
+class PredictionError(FgbgError, ValueError):
     """An input that predict cannot use; the message names the file."""
 
 

@@ -13,12 +13,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import scenes
+from .errors import FgbgError
 from .names import BG_SIZE, FG_SIZE
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-class SourceError(ValueError):
+class SourceError(FgbgError, ValueError):
     """User-supplied images that cannot be used; the message names the file."""
 
 

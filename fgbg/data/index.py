@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import FgbgError
 from ..names import (
     BG,
     CATEGORIES,
@@ -53,7 +54,7 @@ _ID_FIELDS = ("fg", "bg", "flip", "k")
 _NOT_IMAGES = {MANIFEST, *(f"{category}/" for category in CATEGORIES)}
 
 
-class DatasetError(ValueError):
+class DatasetError(FgbgError, ValueError):
     """A batch zip whose contents cannot be used, or a request the zips cannot meet; names the zip/member."""
 
 

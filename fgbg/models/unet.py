@@ -8,8 +8,10 @@ from segmentation_models_pytorch.base.initialization import initialize_decoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import Tensor, nn
 
+from ..errors import FgbgError
 
-class PretrainedWeightsError(RuntimeError):
+
+class PretrainedWeightsError(FgbgError, RuntimeError):
     """Pretrained encoder weights that are neither in the local cache nor downloadable; the message says how to get them."""
 
 
