@@ -31,6 +31,11 @@ def check_int(key: str, value, low: int, high: int | None = None) -> int:
     return int(value)
 
 
+def check_seed(value, key: str = "seed") -> int:
+    """A random seed: what numpy and ``lightning.seed_everything`` accept, 0..2**32-1."""
+    return check_int(key, value, 0, 2**32 - 1)
+
+
 def check_fraction(key: str, value) -> float:
     """``value`` as a float in [0, 1), else :class:`ConfigError` naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:

@@ -10,6 +10,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from .data.index import DatasetError
+from .errors import check_seed
 from .module import load_module
 from .training import build_trainer
 
@@ -25,7 +27,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     settings that prepare images otherwise than the checkpoint's training did are warned about.
     Returns ``{"test/<name>": value}``.
     """
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(check_seed(cfg.seed), workers=True)
     module = load_module(cfg.ckpt_path)
     _warn_if_preprocessed_otherwise(module.hparams["config"].get("data"), cfg.data)
     datamodule = instantiate(cfg.data)
@@ -52,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def check_held_out(train_split_path: Path, split: dict) -> None:
-    """Raise ``ValueError`` if ``split``'s test backgrounds, or its test foregrounds when that run held
+    """Raise :class:`~fgbg.data.index.DatasetError` if ``split``'s test backgrounds, or its test foregrounds when that run held
     foregrounds out, were in the training part of the run whose ``split.json`` is ``train_split_path``.
 
     Without that file (a checkpoint moved out of its run folder) only a warning says that nothing was checked.
@@ -65,7 +67,7 @@ def check_held_out(train_split_path: Path, split: dict) -> None:
     # A run too small to hold foregrounds out trained on all of them; only its backgrounds are unseen.
     seen_fg = set(trained["train_fg"]) & set(split["test_fg"]) if trained["foregrounds_held_out"] else set()
     if seen_bg or seen_fg:
-        raise ValueError(
+        raise DatasetError(
             f"the test split shares backgrounds {sorted(seen_bg)} / foregrounds {sorted(seen_fg)} with the "
             f"training part of {train_split_path} (strategy {trained['strategy']!r}, seed {trained['seed']}): "
             "pass the training run's seed and data.* overrides"

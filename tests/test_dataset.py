@@ -2,7 +2,8 @@ import zipfile
 
 import pytest
 
-from fgbg.data.dataset import ZipSampleDataset, _ZipFile
+from fgbg.data.dataset import ZipSampleDataset
+from fgbg.data.zipdir import MemberReader
 from fgbg.data.index import sample_id, select
 from fgbg.data.transforms import SampleTransform
 from fgbg.data.zipdir import read_directory
@@ -23,7 +24,7 @@ def test_members_read_as_zipfile_reads_them(small_dataset, tmp_path):
             zout.writestr(name, zin.read(name))
         expected = {name: zin.read(name) for name in names}
     for path in (src, deflated):
-        located, reader = _located(path), _ZipFile(path)
+        located, reader = _located(path), MemberReader(path)
         assert {name: reader.read(*located[name].item()) for name in names} == expected
 
 

@@ -1,4 +1,9 @@
+import dataclasses
 import gc
+import json
+import logging
+import re
+import shutil
 import tracemalloc
 import zipfile
 
@@ -6,8 +11,8 @@ import numpy as np
 import pytest
 
 from fgbg.data.index import SAMPLE, DatasetError, index_zip, sample_id, select, split
-from fgbg.names import BG, COMPOSITE_CATEGORIES, SampleId, composite_member, source_member
-from tests.conftest import SMALL
+from fgbg.names import BG, COMPOSITE_CATEGORIES, DEPTH, MANIFEST, SampleId, composite_member, source_member
+from tests.conftest import SMALL, make_dataset
 
 STRATEGIES = {
     "small": {"batches": [1], "n_bg": 5},
@@ -85,6 +90,7 @@ def _copy_with(src, dst, drop=(), add=()):
         ([], [("../evil.jpg", b"x")], r"foreign member .*\.\./evil.jpg"),
         ([], [("/abs/fg_jpg/fg_img_1.jpg", b"x")], "foreign member .*/abs/fg_jpg"),
         ([], [("fg_bg_jpg/fg_bg_1_1_0_1.jpg", b"x")], "duplicate member 'fg_bg_jpg/fg_bg_1_1_0_1.jpg'"),
+        ([MANIFEST], [(MANIFEST, b"{not json")], "batch1_images.zip: manifest.json is unreadable"),
         (["bg_jpg/bg_img_4.jpg"], [], "background 4 but no bg_jpg/bg_img_4.jpg"),
     ],
 )
@@ -135,3 +141,91 @@ def test_index_memory_is_arrays_not_python_objects(tmp_path):
     assert len(gc.get_objects()) - objects_before < 100
     assert held / len(samples) < 2.5 * SAMPLE.itemsize  # the samples, and the split's copies of them
     assert SAMPLE.itemsize <= 110
+
+
+def _copies(small_dataset, folder, names):
+    """``{name in folder: name in small_dataset}`` copied into ``folder``; returns ``folder``."""
+    folder.mkdir(exist_ok=True)
+    for target, source in names.items():
+        shutil.copyfile(small_dataset / source, folder / target)
+    return folder
+
+
+def test_copied_zip_is_refused_naming_both(small_dataset, tmp_path):
+    # batch1 copied to batch2 would give every sample twice.
+    _copies(small_dataset, tmp_path, {name: "batch1_images.zip" for name in ("batch1_images.zip", "batch2_images.zip")})
+    both = f"{tmp_path / 'batch2_images.zip'} holds foreground 1, which belongs in {tmp_path / 'batch1_images.zip'} "
+    with pytest.raises(DatasetError, match=re.escape(both + "(batch2_images.zip holds foregrounds 11..20)")):
+        select(tmp_path, "all", STRATEGIES)
+
+
+def test_foreign_foreground_in_a_zip_is_refused(small_dataset, tmp_path):
+    foreign = [("fg_jpg/fg_img_11.jpg", b"x")]
+    path = _copy_with(small_dataset / "batch1_images.zip", tmp_path / "batch1_images.zip", add=foreign)
+    message = f"{path} holds foreground 11, which belongs in {tmp_path / 'batch2_images.zip'}"
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        select(tmp_path, "small", STRATEGIES)
+
+
+@pytest.mark.parametrize("setting, value", [("seed", 1), ("placements", 3)])
+def test_zips_of_other_datasets_are_refused_naming_the_setting(small_dataset, tmp_path, setting, value):
+    # batch 2 of a dataset made with another seed (or size) beside the SMALL dataset's batch 1.
+    make_dataset(tmp_path, dataclasses.replace(SMALL, **{setting: value}), batch=2, workers=1)
+    _copies(small_dataset, tmp_path, {"batch1_images.zip": "batch1_images.zip"})
+    expected = getattr(SMALL, setting)
+    with pytest.raises(DatasetError, match=f"batch2_images.zip was made with {setting}={value}, "
+                                           f".*batch1_images.zip with {setting}={expected}: zips of one dataset share"):
+        select(tmp_path, "all", STRATEGIES)
+
+
+def test_first_difference_inside_a_setting_is_named(small_dataset, tmp_path):
+    # Settings that are records (the depth labeller; a folder source, every file name): the message names the
+    # entry that differs, not the whole record.
+    _copies(small_dataset, tmp_path, {"batch1_images.zip": "batch1_images.zip"})
+    with zipfile.ZipFile(small_dataset / "batch2_images.zip") as zf:
+        manifest = json.loads(zf.read(MANIFEST))
+    manifest["settings"]["depth"]["z_far"] = 20.0
+    _copy_with(small_dataset / "batch2_images.zip", tmp_path / "batch2_images.zip", drop=[MANIFEST],
+               add=[(MANIFEST, json.dumps(manifest))])
+    with pytest.raises(DatasetError, match=r"batch2_images.zip was made with depth.z_far=20.0, .* depth.z_far=10.0:"):
+        select(tmp_path, "all", STRATEGIES)
+
+
+def test_zip_without_manifest_is_used_with_one_warning(small_dataset, tmp_path, caplog):
+    _copies(small_dataset, tmp_path, {"batch1_images.zip": "batch1_images.zip"})
+    _copy_with(small_dataset / "batch2_images.zip", tmp_path / "batch2_images.zip", drop=[MANIFEST])
+    with caplog.at_level(logging.WARNING, logger="fgbg.data.index"):
+        _, samples = select(tmp_path, "all", STRATEGIES)
+    assert len(samples) == 12 * 12 * 2 * SMALL.placements
+    warnings = [r.getMessage() for r in caplog.records if r.name == "fgbg.data.index"]
+    assert len(warnings) == 1 and f"{tmp_path / 'batch2_images.zip'}: no manifest.json" in warnings[0]
+
+
+def test_manifests_are_read_without_parsing_the_directory_again(small_dataset, monkeypatch):
+    # zipfile would build an object per member of every zip: seconds for the 400k strategy's ten zips.
+    monkeypatch.setattr(zipfile, "ZipFile", None)
+    _, samples = select(small_dataset, "all", STRATEGIES)
+    assert len(samples) == 12 * 12 * 2 * SMALL.placements
+
+
+def test_zip_without_depth_maps_says_how_to_label_them(small_dataset, tmp_path):
+    src = small_dataset / "batch1_images.zip"
+    with zipfile.ZipFile(src) as zf:
+        depths = [name for name in zf.namelist() if name.startswith(f"{DEPTH}/")]
+    path = _copy_with(src, tmp_path / "batch1_images.zip", drop=depths)
+    with pytest.raises(DatasetError) as caught:
+        index_zip(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: holds no depth maps")
+    assert f"`python generate.py stage=depth depth=depth_anything_v2_small out_dir={tmp_path}`" in message
+    # The manifest says these are sample scenes: remade with the same settings, they get their exact depth.
+    assert (f"`python generate.py depth=scene n_bg=12 n_fg=12 placements=2 seed=0 jpeg_quality=90 "
+            f"out_dir={tmp_path} overwrite=true`") in message
+
+
+def test_empty_training_part_is_refused_with_the_counts(small_dataset):
+    _, samples = select(small_dataset, "all", STRATEGIES)
+    with pytest.raises(DatasetError, match=r"leaves no train samples: the selection has 576 samples, 12 backgrounds "
+                                           r"and 12 foregrounds, and the split holds out val_bg=0.5, test_bg=0.5, "
+                                           r"val_fg=0.1, test_fg=0.1; use a larger data.strategy"):
+        split(samples, val_bg=0.5, test_bg=0.5)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import struct
 import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from torch.utils.data import Dataset
 from ..names import BG, BG_SIZE, composite_member, source_member
 from .index import SAMPLE_IMAGES, sample_id
 from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from .zipdir import MemberReader
 
 log = logging.getLogger(__name__)
 
@@ -49,48 +48,6 @@ class PixelDataset(Dataset, abc.ABC):
         return self.__getitems__([index])[0]
 
 
-class _ZipFile:
-    """One zip's members read by their location (:data:`~fgbg.data.zipdir.MEMBER`), with ``os.pread``: no
-    directory to parse when a worker opens the zip, and a third of ``ZipFile.read``'s time for small stored
-    members. What ``ZipFile.read`` checks is checked: the local header's signature and the CRC.
-    """
-
-    _HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
-
-    def __init__(self, path: Path):
-        self.path, self.fd = path, os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-
-    def __del__(self) -> None:
-        if hasattr(self, "fd"):  # not when opening failed
-            os.close(self.fd)
-
-    def _pread(self, size: int, offset: int) -> bytes:
-        if hasattr(os, "pread"):
-            return os.pread(self.fd, size, offset)
-        os.lseek(self.fd, offset, os.SEEK_SET)  # Windows: each process has its own descriptors
-        return os.read(self.fd, size)
-
-    def read(self, header_offset: int, size: int, crc: int, method: int) -> bytes:
-        """The data of the member at ``header_offset`` (a :data:`~fgbg.data.zipdir.MEMBER` record's fields)."""
-        header = self._pread(self._HEADER.size, header_offset)
-        if len(header) != self._HEADER.size or header[:4] != b"PK\x03\x04":
-            raise zipfile.BadZipFile("bad local header (the zip is damaged)")
-        _, name_length, extra_length = self._HEADER.unpack(header)
-        data = self._pread(size, header_offset + self._HEADER.size + name_length + extra_length)
-        if len(data) != size:
-            raise zipfile.BadZipFile("truncated (the zip is damaged)")
-        if method == zipfile.ZIP_DEFLATED:  # a zip tool may have re-packed the zip
-            try:
-                data = zlib.decompress(data, -zlib.MAX_WBITS)
-            except zlib.error as error:
-                raise zipfile.BadZipFile(f"cannot inflate ({error})") from error
-        elif method != zipfile.ZIP_STORED:
-            raise zipfile.BadZipFile(f"compression method {method} is not read here; store or deflate it")
-        if zlib.crc32(data) != crc:
-            raise zipfile.BadZipFile("bad CRC-32 (the zip is damaged)")
-        return data
-
-
 class ZipSampleDataset(PixelDataset):
     """``samples`` (:data:`~fgbg.data.index.SAMPLE` rows) read from ``zips`` (``{batch: path}``) at the
     locations the index found; each worker process opens its own file descriptors.
@@ -109,7 +66,7 @@ class ZipSampleDataset(PixelDataset):
             raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
         super().__init__(samples, transform)
         self.zips, self.on_bad_sample, self.skipped = zips, on_bad_sample, 0
-        self._handles: dict[int, _ZipFile] = {}
+        self._handles: dict[int, MemberReader] = {}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
         self._pid = os.getpid()
 
@@ -117,11 +74,11 @@ class ZipSampleDataset(PixelDataset):
         # Open zip handles cannot cross into worker processes; each worker reopens its own.
         return {**self.__dict__, "_handles": {}, "_backgrounds": {}}
 
-    def _zip(self, batch: int) -> _ZipFile:
+    def _zip(self, batch: int) -> MemberReader:
         if self._pid != os.getpid():
             self._handles, self._pid = {}, os.getpid()
         if batch not in self._handles:
-            self._handles[batch] = _ZipFile(self.zips[batch])
+            self._handles[batch] = MemberReader(self.zips[batch])
         return self._handles[batch]
 
     def _decoded(self, sample: np.void, image: int, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:

@@ -13,6 +13,8 @@ page by page as each worker touches their reference counts).
 
 from __future__ import annotations
 
+import json
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +26,24 @@ from ..names import (
     BG,
     CATEGORIES,
     COMPOSITE_CATEGORIES,
+    DEPTH,
     FG,
+    FG_BG,
+    FG_PER_ZIP,
     MANIFEST,
     MASK,
     BadNameError,
     SampleId,
+    batch_of_fg,
     composite_member,
+    fg_ids_of_batch,
     parse_members,
     source_member,
     zip_name,
 )
-from .zipdir import MEMBER, read_directory
+from .zipdir import MEMBER, MemberReader, read_directory
+
+log = logging.getLogger(__name__)
 
 # The images of a sample, in the order of ``SAMPLE["members"]``: its background, then COMPOSITE_CATEGORIES.
 SAMPLE_IMAGES = (BG, *COMPOSITE_CATEGORIES)
@@ -52,6 +61,10 @@ SAMPLE = np.dtype(
 _ID_FIELDS = ("fg", "bg", "flip", "k")
 # Entries of a zip that are not images: the manifest, and the folder entries that some zip tools add.
 _NOT_IMAGES = {MANIFEST, *(f"{category}/" for category in CATEGORIES)}
+# Manifest settings that every zip of one dataset shares (jpeg_quality may differ: it changes no sample's id).
+SHARED_SETTINGS = ("seed", "n_bg", "n_fg", "placements", "source", "depth")
+# The settings a depth-less sample-scene zip is remade with, so that it stays the same dataset.
+_REMAKE_SETTINGS = ("n_bg", "n_fg", "placements", "seed", "jpeg_quality")
 
 
 class DatasetError(FgbgError, ValueError):
@@ -65,25 +78,29 @@ def sample_id(sample: np.void) -> SampleId:
 
 @dataclass
 class ZipContents:
-    """What one batch zip holds: its source images' ids and its samples (:data:`SAMPLE`, ``batch`` 0)."""
+    """What one batch zip holds: its source images' ids, its samples (:data:`SAMPLE`, ``batch`` 0) and its
+    manifest (None for a zip made by another tool)."""
 
     path: Path
     bg_ids: set[int] = field(default_factory=set)
     fg_ids: set[int] = field(default_factory=set)
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, SAMPLE))
+    manifest: dict | None = None
 
 
 def index_zip(path: Path) -> ZipContents:
     """Read ``path``'s directory once and group its members by sample id.
 
     Raises :class:`DatasetError` naming the member for a foreign file (any name that is not one of the
-    dataset's, including absolute paths and ``..``), a duplicate, or a composite without its mask or depth.
+    dataset's, including absolute paths and ``..``), a duplicate, or a composite without its mask or depth;
+    a zip without any depth map is told how to label it.
     """
     path = Path(path)
     try:
         names, members = read_directory(path)
     except (OSError, zipfile.BadZipFile) as error:
         raise DatasetError(f"{path}: not a readable zip ({error})") from error
+    manifest = _read_manifest(path, names, members)
     images = [i for i, name in enumerate(names) if name not in _NOT_IMAGES]
     if len(images) < len(names):
         names, members = [names[i] for i in images], members[images]
@@ -93,7 +110,10 @@ def index_zip(path: Path) -> ZipContents:
         raise DatasetError(f"{path}: foreign member ({error})") from error
     categories, ids, members = _in_order_without_duplicates(path, names, categories, ids, members)
     of = {c: categories == CATEGORIES.index(c) for c in CATEGORIES}
-    contents = ZipContents(path, set(ids[of[BG], 0].tolist()), set(ids[of[FG] | of[MASK], 0].tolist()))
+    fg_ids = set(ids[of[FG] | of[MASK], 0].tolist())
+    contents = ZipContents(path, set(ids[of[BG], 0].tolist()), fg_ids, manifest=manifest)
+    if of[FG_BG].any() and not of[DEPTH].any():
+        raise DatasetError(_no_depth(path, manifest))
     located = [(ids[of[c]], members[of[c]]) for c in COMPOSITE_CATEGORIES]  # each in id order
     sample_ids = located[0][0]
     if not all(np.array_equal(sample_ids, other_ids) for other_ids, _ in located[1:]):
@@ -112,6 +132,41 @@ def index_zip(path: Path) -> ZipContents:
         samples["members"][:, column] = located_members
     contents.samples = samples
     return contents
+
+
+def _read_manifest(path: Path, names: list[str], members: np.ndarray) -> dict | None:
+    """``path``'s manifest, read at its place in the directory (``names``, ``members`` ``(N,)``): one read,
+    where ``zipfile`` would parse the whole directory again. None when the zip has none."""
+    if MANIFEST not in names:
+        return None
+    record = members[names.index(MANIFEST)]
+    try:
+        manifest = json.loads(MemberReader(path).read(*(int(record[name]) for name in MEMBER.names)))
+    except (OSError, zipfile.BadZipFile, ValueError) as error:  # ValueError: not JSON, not UTF-8
+        raise DatasetError(
+            f"{path}: {MANIFEST} is unreadable ({error}); remake the zip with python generate.py"
+        ) from error
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path}: {MANIFEST} is not a JSON object; remake the zip with python generate.py")
+    return manifest
+
+
+def _no_depth(path: Path, manifest: dict | None) -> str:
+    """The message for a zip with composites but no depth map: label them with a teacher, or remake sample
+    scenes (``source`` ``sample`` in the manifest, or no manifest to say otherwise) with their exact depth."""
+    settings = (manifest or {}).get("settings") or {}
+    label = f"python generate.py stage=depth depth=depth_anything_v2_small out_dir={path.parent}"
+    message = (
+        f"{path}: holds no depth maps (made with depth=none, or before the depth stage); label them with `{label}`"
+    )
+    source = settings.get("source")
+    kind = source.get("source") if isinstance(source, dict) else None
+    if kind not in (None, "sample"):
+        return message
+    same = " ".join(f"{key}={settings[key]}" for key in _REMAKE_SETTINGS if key in settings)
+    remake = " ".join(filter(None, ("python generate.py depth=scene", same, f"out_dir={path.parent} overwrite=true")))
+    which = "these sample scenes" if kind else "them, if they are the built-in sample scenes,"
+    return f"{message}, or remake {which} with their exact depth: `{remake}`"
 
 
 def _in_order_without_duplicates(
@@ -142,11 +197,17 @@ def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, P
 
     ``n_bg`` keeps each zip's first ``n_bg`` backgrounds (by id); None keeps all of them.
     Returns ``({batch: zip path}, samples)``, samples as :data:`SAMPLE` rows in (batch, id) order.
+
+    The zips must belong together: each holds only the foregrounds its number says (so no sample is in two
+    zips), and their manifests agree on :data:`SHARED_SETTINGS`; otherwise :class:`DatasetError` names both
+    zips. Zips without a manifest (made by other tools) are used with a warning that this was not checked.
     """
     if strategy not in strategies:
         raise DatasetError(f"unknown strategy {strategy!r}; known: {', '.join(strategies)}")
     spec = strategies[strategy]
     zips, samples = {}, []
+    first_settings: tuple[Path, dict] | None = None  # the first zip with a manifest, and its settings
+    unchecked = []
     for batch in spec["batches"]:
         path = Path(data_dir) / zip_name(batch)
         if not path.exists():
@@ -155,6 +216,14 @@ def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, P
                 "(make the dataset with `python generate.py`, or point data.data_dir at it)"
             )
         contents = index_zip(path)
+        _check_foregrounds(batch, contents)
+        if contents.manifest is None:
+            unchecked.append(path)
+        else:
+            settings = contents.manifest.get("settings") or {}
+            if first_settings is None:
+                first_settings = path, settings
+            _check_same_dataset(*first_settings, path, settings)
         bg_ids = sorted(contents.bg_ids)
         n_bg = spec.get("n_bg") or len(bg_ids)
         if n_bg > len(bg_ids):
@@ -163,7 +232,53 @@ def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, P
         kept["batch"] = batch
         zips[batch] = path
         samples.append(kept)
+    if unchecked and len(zips) > 1:
+        log.warning(
+            "%s: no %s, so nothing checks that the zips %s were made with the same %s",
+            ", ".join(map(str, unchecked)), MANIFEST, sorted(zips), ", ".join(SHARED_SETTINGS),
+        )
     return zips, np.concatenate(samples) if samples else np.zeros(0, SAMPLE)
+
+
+def _check_foregrounds(batch: int, contents: ZipContents) -> None:
+    """Refuse a zip holding a foreground of another batch: e.g. batch 1 copied to batch 2 (every sample twice)."""
+    found = contents.fg_ids | set(np.unique(contents.samples["fg"]).tolist())
+    foreign = sorted(fg for fg in found if batch_of_fg(fg) != batch)
+    if foreign:
+        fg, path = foreign[0], contents.path
+        own = fg_ids_of_batch(batch, batch * FG_PER_ZIP)  # all of this batch's ids, whatever the dataset's n_fg
+        raise DatasetError(
+            f"{path} holds foreground {fg}, which belongs in {path.with_name(zip_name(batch_of_fg(fg)))} "
+            f"({path.name} holds foregrounds {own[0]}..{own[-1]}): a copied or renamed zip? "
+            "Remove it, or remake the dataset with python generate.py"
+        )
+
+
+def _check_same_dataset(first: Path, first_settings: dict, path: Path, settings: dict) -> None:
+    """Refuse ``path`` when its manifest's settings differ from ``first``'s in one of :data:`SHARED_SETTINGS`
+    (settings that either manifest lacks are not compared)."""
+    for key in SHARED_SETTINGS:
+        if key in first_settings and key in settings:
+            differs = _first_difference(key, first_settings[key], settings[key])
+            if differs:
+                name, expected, found = differs
+                raise DatasetError(
+                    f"{path} was made with {name}={found!r}, {first} with {name}={expected!r}: zips of one dataset "
+                    f"share {', '.join(SHARED_SETTINGS)}; remake one with the other's settings "
+                    "(generate.py's batch=<N> writes one zip), or keep one dataset per data.data_dir"
+                )
+
+
+def _first_difference(name: str, a, b) -> tuple[str, object, object] | None:
+    """``(dotted name, a's value, b's value)`` of the first place where ``a`` and ``b`` differ, going into
+    dicts (a folder source records every file name: the message shows the one that differs), else None."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(a.keys() | b.keys(), key=str):
+            differs = _first_difference(f"{name}.{key}", a.get(key), b.get(key))
+            if differs:
+                return differs
+        return None
+    return (name, a, b) if a != b else None
 
 
 def _hold_out(ids: list[int], fractions: tuple[float, float], rng: np.random.Generator) -> tuple[list, list, list]:
@@ -186,7 +301,8 @@ def split(
 
     Foregrounds are held out too when the samples have at least ``min_fg_to_split`` of them; samples that
     pair a training background with a held-out foreground (or the reverse) belong to no part.
-    Returns ``({"train": rows, "val": rows, "test": rows}, description)``, each part in the samples' order.
+    Returns ``({"train": rows, "val": rows, "test": rows}, description)``, each part in the samples' order;
+    a part left empty raises :class:`DatasetError` with the selection's counts.
     """
     rng = np.random.default_rng(seed)
     bgs = np.unique(samples["bg"]).tolist()
@@ -199,6 +315,17 @@ def split(
     parts = {}
     for name, bg_ids, fg_ids in zip(("train", "val", "test"), bg_parts, fg_parts):
         parts[name] = samples[np.isin(samples["bg"], bg_ids) & np.isin(samples["fg"], fg_ids)]
+    empty = [name for name, part in parts.items() if not len(part)]
+    if empty:
+        held_out = {"val_bg": val_bg, "test_bg": test_bg}
+        if split_fg:
+            held_out.update(val_fg=val_fg, test_fg=test_fg)
+        raise DatasetError(
+            f"the held-out split leaves no {' and no '.join(empty)} samples: the selection has {len(samples)} "
+            f"samples, {len(bgs)} backgrounds and {len(fgs)} foregrounds, and the split holds out "
+            f"{', '.join(f'{key}={value}' for key, value in held_out.items())}; use a larger data.strategy or "
+            "dataset, or smaller data.split fractions"
+        )
     description = {
         "seed": seed,
         "foregrounds_held_out": split_fg,

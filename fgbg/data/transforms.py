@@ -17,7 +17,8 @@ import simplejpeg
 import torch
 import torch.nn.functional as F
 
-from ..names import BG, FG_BG
+from ..errors import ConfigError, check_int
+from ..names import BG, BG_SIZE, FG_BG
 
 # Keys of the batch contract (the source document's names).
 BG_KEY, FG_BG_KEY, MASK_KEY, DEPTH_KEY = "bg_image", "fg_bg_image", "ms_bg_image", "dp_image"
@@ -25,6 +26,10 @@ BG_KEY, FG_BG_KEY, MASK_KEY, DEPTH_KEY = "bg_image", "fg_bg_image", "ms_bg_image
 INPUTS = {BG_KEY: BG, FG_BG_KEY: FG_BG}
 # torch resamples uint8 with interleaved channels in vectorised code for up to 4 of them (RGBA).
 _PLANES_PER_RESIZE = 4
+# data.image_size: the decoder's DCT scaling gives n/8 of the stored side (20..160 px), the resize the rest.
+# Above BG_SIZE nothing more was stored (the resize would only interpolate); below 8 px, one JPEG block, a
+# foreground (half the side) is under 4 px, no mask left to learn.
+_IMAGE_SIZES = (8, BG_SIZE)
 
 
 def decode(data: bytes, size: int, gray: bool, name: str | None = None) -> np.ndarray:
@@ -70,8 +75,10 @@ class SampleTransform:
     """
 
     def __init__(self, image_size: int = 64, grayscale: bool = True, stats: dict | None = None):
-        self.size, self.grayscale = image_size, grayscale
-        self.stats = stats
+        self.size = check_int("data.image_size", image_size, *_IMAGE_SIZES)
+        if not isinstance(grayscale, bool):
+            raise ConfigError(f"data.grayscale={grayscale!r}: expected true or false")
+        self.grayscale, self.stats = grayscale, stats
 
     def image(self, data: bytes, name: str | None = None) -> np.ndarray:
         """An input (background or composite) -> uint8 pixels, gray or RGB."""

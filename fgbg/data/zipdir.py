@@ -14,8 +14,10 @@ the same result.
 
 from __future__ import annotations
 
+import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +146,45 @@ def _fast(path: Path) -> tuple[list[str], np.ndarray]:
     for field in MEMBER.names:
         members[field] = records[field]
     return names, members
+
+
+class MemberReader:
+    """One zip's members read by their location (:data:`MEMBER`), with ``os.pread``: no
+    directory to parse when a worker opens the zip, and a third of ``ZipFile.read``'s time for small stored
+    members. What ``ZipFile.read`` checks is checked: the local header's signature and the CRC.
+    """
+
+    _HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
+
+    def __init__(self, path: Path):
+        self.path, self.fd = path, os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+    def __del__(self) -> None:
+        if hasattr(self, "fd"):  # not when opening failed
+            os.close(self.fd)
+
+    def _pread(self, size: int, offset: int) -> bytes:
+        if hasattr(os, "pread"):
+            return os.pread(self.fd, size, offset)
+        os.lseek(self.fd, offset, os.SEEK_SET)  # Windows: each process has its own descriptors
+        return os.read(self.fd, size)
+
+    def read(self, header_offset: int, size: int, crc: int, method: int) -> bytes:
+        """The data of the member at ``header_offset`` (a :data:`MEMBER` record's fields)."""
+        header = self._pread(self._HEADER.size, header_offset)
+        if len(header) != self._HEADER.size or header[:4] != b"PK\x03\x04":
+            raise zipfile.BadZipFile("bad local header (the zip is damaged)")
+        _, name_length, extra_length = self._HEADER.unpack(header)
+        data = self._pread(size, header_offset + self._HEADER.size + name_length + extra_length)
+        if len(data) != size:
+            raise zipfile.BadZipFile("truncated (the zip is damaged)")
+        if method == zipfile.ZIP_DEFLATED:  # a zip tool may have re-packed the zip
+            try:
+                data = zlib.decompress(data, -zlib.MAX_WBITS)
+            except zlib.error as error:
+                raise zipfile.BadZipFile(f"cannot inflate ({error})") from error
+        elif method != zipfile.ZIP_STORED:
+            raise zipfile.BadZipFile(f"compression method {method} is not read here; store or deflate it")
+        if zlib.crc32(data) != crc:
+            raise zipfile.BadZipFile("bad CRC-32 (the zip is damaged)")
+        return data
