@@ -10,6 +10,7 @@ objects, and loads with ``torch.load(weights_only=True)`` (the default, also whe
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +20,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from .errors import FgbgError
 from .losses import MaskDepthLoss
 from .metrics import MaskDepthMetrics
+
+
+class CheckpointError(FgbgError, ValueError):
+    """A file that is not a checkpoint of train.py, or cannot be read; the message names it."""
 
 
 class MaskDepthModule(L.LightningModule):
@@ -134,8 +140,43 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> M
     """Rebuild a ``build_module`` module from its checkpoint alone: the config it was built from, then the weights.
 
     The checkpoint holds only tensors and plain containers, so it loads with ``weights_only=True``.
+    Raises :class:`CheckpointError`, naming ``path``, for a missing file or one that is not such a checkpoint.
     """
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    module = build_module(OmegaConf.create(checkpoint["hyper_parameters"]["config"]))
-    module.load_state_dict(checkpoint["state_dict"])
+    path = Path(path)
+    checkpoint = _read_checkpoint(path, map_location)
+    try:
+        config, weights = checkpoint["hyper_parameters"]["config"], checkpoint["state_dict"]
+    except (KeyError, TypeError) as error:  # another kind of torch file: a bare state dict, a list, ...
+        raise CheckpointError(
+            f"{path}: not a checkpoint of train.py (it holds no hyper_parameters.config and state_dict)"
+        ) from error
+    module = build_module(OmegaConf.create(config))
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+        raise CheckpointError(
+            f"{path}: its weights do not fit the model its config describes (damaged, or made by another version)"
+        ) from error
     return module
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device):
+    """``torch.load(path, weights_only=True)``, its errors said as a :class:`CheckpointError`."""
+    unreadable = (
+        f"{path}: not a checkpoint of train.py (torch.load(weights_only=True) cannot read it: damaged, "
+        "not written by torch.save, or holding objects other than tensors and plain containers)"
+    )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as error:
+        raise CheckpointError(f"{path}: no such checkpoint (train.py writes <run>/checkpoints/last.ckpt)") from error
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read it ({error.strerror})") from error
+    except EOFError as error:
+        raise CheckpointError(f"{path}: not a checkpoint of train.py (the file is empty or cut short)") from error
+    except pickle.UnpicklingError:
+        # Not chained, not even in full tracebacks: torch's text advises weights_only=False, which would run
+        # whatever code the file holds.
+        raise CheckpointError(unreadable) from None
+    except RuntimeError as error:  # not a torch zip, or a damaged one
+        raise CheckpointError(unreadable) from error

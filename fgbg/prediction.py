@@ -10,13 +10,15 @@ Images are preprocessed as the checkpoint's training data were (its ``data`` set
 normalisation), and the predictions resized back to each composite's size. Every input is read and checked,
 and every prediction made, before the first file is written; each file is written under a temporary name
 and renamed when complete.
+
+predict never writes over its inputs: listing a folder skips files named like its outputs (an earlier run's,
+when ``out`` is the inputs folder), and a file it would write that is an input (``bg``, say) stops it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import pickle
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,7 @@ from torch import Tensor
 from .archive import atomic_path, encode_jpeg
 from .data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 from .errors import FgbgError
+from .images import read_image
 from .module import MaskDepthModule, load_module
 
 log = logging.getLogger(__name__)
@@ -55,19 +58,24 @@ def predict(
     Args:
         ckpt_path: a checkpoint of ``train.py`` (any model).
         bg: the background; it must have the composites' size.
-        inputs: a composite, or a folder whose image files (by extension, sorted by name; ``bg`` skipped) are.
-        out: the folder to write to (made if missing; files of the same names are replaced).
+        inputs: a composite, or a folder whose image files (by extension, sorted by name) are; ``bg`` and
+            files named like predict's outputs (``*_mask.png``, ...) are skipped.
+        out: the folder to write to (made if missing; files of the same names are replaced, unless they
+            are inputs).
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ...
         batch_size: composites per forward pass.
 
     Returns the written files, three per composite (see the module's docstring).
-    Raises :class:`PredictionError`, before writing anything, for a missing or unreadable file (checkpoint
-    or image), a checkpoint without the training data's settings, composites whose size differs from the
-    background's, two composites with the same stem, or no composites at all.
+    Raises, before writing anything, :class:`~fgbg.module.CheckpointError` for a missing or unreadable
+    checkpoint, :class:`~fgbg.images.ImageError` for a missing or unreadable image, and
+    :class:`PredictionError` for a checkpoint without the training data's settings, composites whose size
+    differs from the background's, two composites with the same stem, no composites at all, or an output
+    that would overwrite an input.
     """
-    module = _load(Path(ckpt_path))
+    module = load_module(Path(ckpt_path))
     transform = _transform(module, Path(ckpt_path))
     bg_path, paths = Path(bg), _composite_paths(Path(inputs), Path(bg))
+    _refuse_overwriting_inputs(Path(out), paths, bg_path)
     background, bg_pixels = _read(bg_path, transform)
     composites, pixels = zip(*(_read(path, transform) for path in paths))
     for path, image in zip(paths, composites):
@@ -86,7 +94,7 @@ def predict(
         for path, composite, mask, depth in zip(paths[chunk], composites[chunk], masks, depths):
             mask_image, depth_image = Image.fromarray(mask), Image.fromarray(depth)
             images = (mask_image, depth_image, side_by_side(composite, mask_image, depth_image))
-            outputs |= {f"{path.stem}_{kind}.png": image for kind, image in zip(OUTPUTS, images)}
+            outputs |= {_output_name(path.stem, kind): image for kind, image in zip(OUTPUTS, images)}
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,15 +112,6 @@ def side_by_side(composite: Image.Image, mask: Image.Image, depth: Image.Image) 
     return figure
 
 
-def _load(ckpt_path: Path) -> MaskDepthModule:
-    if not ckpt_path.is_file():
-        raise PredictionError(f"{ckpt_path}: no such checkpoint")
-    try:
-        return load_module(ckpt_path)
-    except (pickle.UnpicklingError, RuntimeError, KeyError) as error:
-        raise PredictionError(f"{ckpt_path}: not a checkpoint of train.py ({type(error).__name__}: {error})") from error
-
-
 def _transform(module: MaskDepthModule, ckpt_path: Path) -> SampleTransform:
     """The checkpoint's training transform, from the ``data`` settings ``build_module`` recorded."""
     data = module.hparams["config"].get("data")
@@ -124,17 +123,31 @@ def _transform(module: MaskDepthModule, ckpt_path: Path) -> SampleTransform:
     return SampleTransform(data["image_size"], data["grayscale"], data["stats"] if data["normalize"] else None)
 
 
+def _output_name(stem: str, kind: str) -> str:
+    """The name predict writes output ``kind`` (one of ``OUTPUTS``) of composite ``<stem>.<ext>`` under."""
+    return f"{stem}_{kind}.png"
+
+
 def _composite_paths(inputs: Path, bg: Path) -> list[Path]:
+    """``inputs`` itself, or the image files of folder ``inputs`` by name, less ``bg`` and predict's outputs."""
     if inputs.is_file():
         return [inputs]
     if not inputs.is_dir():
         raise PredictionError(f"{inputs}: no such file or folder")
     extensions = {ext for ext, name in Image.registered_extensions().items() if name in Image.OPEN}
-    paths = sorted(
-        p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() in extensions and not _same(p, bg)
+    bg_identity = _identity(bg)
+    images = sorted(
+        p for p in inputs.iterdir() if p.is_file() and p.suffix.lower() in extensions and _identity(p) != bg_identity
     )
+    # An earlier run's outputs, when out was this folder: as composites they would make *_mask_mask.png, ...
+    output_ends = tuple(_output_name("", kind) for kind in OUTPUTS)
+    paths = [p for p in images if not p.name.endswith(output_ends)]
+    skipped = len(images) - len(paths)
+    if skipped:
+        log.info("%s: skipped %d files named like predict's outputs (*%s)", inputs, skipped, ", *".join(output_ends))
     if not paths:
-        raise PredictionError(f"{inputs}: no image files in this folder")
+        besides = f" besides {skipped} named like predict's outputs" if skipped else ""
+        raise PredictionError(f"{inputs}: no image files in this folder{besides}")
     stems: dict[str, Path] = {}
     for path in paths:
         if path.stem in stems:
@@ -143,25 +156,40 @@ def _composite_paths(inputs: Path, bg: Path) -> list[Path]:
     return paths
 
 
-def _same(path: Path, other: Path) -> bool:
-    return other.exists() and path.samefile(other)
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file ``path`` names, as ``(device, inode)``; None when there is none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _refuse_overwriting_inputs(out: Path, paths: list[Path], bg: Path) -> None:
+    """Raise :class:`PredictionError` if a file predict would write in ``out`` is ``bg`` or a composite."""
+    inputs = {_identity(path) for path in (*paths, bg)} - {None}
+    for path in paths:
+        for kind in OUTPUTS:
+            target = out / _output_name(path.stem, kind)
+            if _identity(target) in inputs:
+                raise PredictionError(
+                    f"{target} is one of predict's inputs and would be overwritten: choose another out folder"
+                )
 
 
 def _read(path: Path, transform: SampleTransform) -> tuple[Image.Image, np.ndarray]:
-    """The image at ``path`` (fully decoded, so that a truncated file fails here) and the uint8 pixels
-    training's decoder makes of it (``transform.image``)."""
-    if not path.is_file():
-        raise PredictionError(f"{path}: no such file")
-    data = path.read_bytes()
+    """The image at ``path`` as it is (:func:`~fgbg.images.read_image`: 16-bit and float scaled to 8 bits) and
+    the uint8 pixels training's decoder makes of it (``transform.image``)."""
+    image = read_image(path)
+    # JPEGs go to training's decoder as they are; other images are encoded as JPEG first (REENCODE_QUALITY).
+    if image.format == "JPEG" and image.mode in ("L", "RGB"):
+        data = path.read_bytes()
+    else:
+        data = encode_jpeg(np.asarray(image.convert("RGB")), REENCODE_QUALITY)
     try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-        if image.format != "JPEG" or image.mode not in ("L", "RGB"):
-            data = encode_jpeg(np.asarray(image.convert("RGB")), REENCODE_QUALITY)
         return image, transform.image(data, str(path))
-    # PIL's UnidentifiedImageError and truncated-file errors are OSErrors; the JPEG decoder raises ValueError.
-    except (OSError, ValueError) as error:
-        raise PredictionError(f"{path}: cannot read it as an image ({error})") from error
+    except ValueError as error:  # the JPEG decoder's message names the file
+        raise PredictionError(str(error)) from error
 
 
 def _predict(

@@ -4,6 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from fgbg.evaluation import evaluate, format_table
+from fgbg.module import CheckpointError
 from fgbg.training import train
 from tests.paths import CONF_DIR
 from tests.test_train import train_config
@@ -72,6 +73,13 @@ def test_eval_warns_when_images_are_prepared_otherwise_than_in_training(small_da
     run, _ = trained
     evaluate(eval_config(small_dataset, tmp_path, run / "checkpoints" / "last.ckpt", "data.image_size=24"))
     assert "'image_size': (16, 24)" in caplog.text
+
+
+def test_eval_names_a_checkpoint_it_cannot_read(tmp_path):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.ckpt: not a checkpoint of train\.py"):
+        evaluate(eval_config(tmp_path, tmp_path / "out", tmp_path / "empty.ckpt"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_format_table_aligns_names():

@@ -1,4 +1,5 @@
 import math
+import traceback
 
 import lightning as L
 import pytest
@@ -9,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from fgbg.losses import MaskDepthLoss
 from fgbg.models.convgen import ConvGen
-from fgbg.module import MaskDepthModule, build_module, load_module
+from fgbg.module import CheckpointError, MaskDepthModule, build_module, load_module
 from tests.paths import CONF_DIR
 
 TERMS = ("loss", "loss_mask", "loss_depth", "mask/bce", "depth/ssim")
@@ -149,3 +150,30 @@ def test_overfits_one_batch():
         history.append((losses["loss_mask"].item(), losses["loss_depth"].item()))
     (mask_start, depth_start), (mask_end, depth_end) = history[0], history[-1]
     assert mask_end < 0.5 * mask_start and depth_end < 0.5 * depth_start, history
+
+
+def _no_weights(path):
+    module = build_module(_config())
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": {}}, path)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda path: path.write_bytes(b""), "not a checkpoint of train.py (the file is empty or cut short)"),
+        (lambda path: path.write_bytes(bytes(range(256)) * 4), "not a checkpoint of train.py (torch.load(weights_only"),
+        (lambda path: path.write_text("not a checkpoint"), "not a checkpoint of train.py (torch.load(weights_only"),
+        (lambda path: torch.save({"weight": torch.zeros(2)}, path), "not a checkpoint of train.py (it holds no hyper"),
+        (lambda path: None, "no such checkpoint (train.py writes <run>/checkpoints/last.ckpt)"),
+        (_no_weights, "its weights do not fit the model its config describes"),
+    ],
+    ids=["empty", "random", "text", "foreign", "missing", "no_weights"],
+)
+def test_load_module_names_a_file_that_is_not_a_checkpoint(tmp_path, make, message):
+    path = tmp_path / "model.ckpt"
+    make(path)
+    with pytest.raises(CheckpointError) as error:
+        load_module(path)
+    assert str(error.value).startswith(f"{path}: {message}")
+    # Not even a full traceback repeats torch's advice to load with weights_only=False (it runs the file's code).
+    assert "False" not in "".join(traceback.format_exception(error.value))

@@ -1,4 +1,5 @@
 import io
+import logging
 import zipfile
 from pathlib import Path
 
@@ -12,11 +13,14 @@ from PIL import Image
 import predict as predict_script
 from fgbg import prediction
 from fgbg.data.index import sample_id as index_sample_id
-from fgbg.data.transforms import BG_KEY, FG_BG_KEY
+from fgbg.data.transforms import BG_KEY, FG_BG_KEY, SampleTransform
+from fgbg.errors import FgbgError
+from fgbg.images import ImageError
 from fgbg.names import BG, FG_BG, SampleId, composite_member, source_member
 from fgbg.prediction import GAP, PredictionError, predict
 from fgbg.training import train
 from tests.paths import CONF_DIR
+from tests.test_sources import JPEG_TOLERANCE, grey_levels
 from tests.test_train import train_config
 
 # Inputs of any size are resized to the checkpoint's image size and the predictions back.
@@ -167,7 +171,7 @@ def test_bad_inputs_fail_before_writing_anything(checkpoints, images, tmp_path, 
         spoil(images)
     paths = {"ckpt_path": checkpoints["unet"], "bg": images / "bg.jpg", "inputs": images}
     paths |= {key: tmp_path / value for key, value in args.items()}
-    with pytest.raises(PredictionError, match=message):
+    with pytest.raises(FgbgError, match=message):
         predict(out=tmp_path / "out", device="cpu", **paths)
     assert not (tmp_path / "out").exists()
 
@@ -190,3 +194,45 @@ def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         prediction._write_png(Image.new("L", (2, 2)), tmp_path / "a_mask.png")
     assert _files(tmp_path) == set()
+
+
+def _bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_out_equal_to_inputs_leaves_the_inputs_unchanged(checkpoints, images, caplog):
+    caplog.set_level(logging.INFO, logger="fgbg.prediction")
+    inputs = _bytes(images)
+    outputs = {f"{stem}_{kind}.png" for stem in ("a", "b") for kind in ("mask", "depth", "side_by_side")}
+    for _ in range(2):  # the second run finds the first one's outputs among the composites
+        predict(checkpoints["unet"], images / "bg.jpg", images, images, device="cpu")
+        assert set(_bytes(images)) == set(inputs) | outputs
+        assert {name: data for name, data in _bytes(images).items() if name in inputs} == inputs
+    assert f"{images}: skipped 6 files named like predict's outputs" in caplog.text
+
+
+def test_refuses_to_write_over_an_input(checkpoints, images):
+    Image.open(images / "bg.jpg").save(images / "a_depth.png")  # a background named like a's depth output
+    inputs = _bytes(images)
+    with pytest.raises(PredictionError, match=r"a_depth\.png is one of predict's inputs and would be overwritten"):
+        predict(checkpoints["unet"], images / "a_depth.png", images, images, device="cpu")
+    assert _bytes(images) == inputs
+
+
+LEVELS = grey_levels(WIDTH, HEIGHT)
+
+
+@pytest.mark.parametrize(
+    "name, array", [("deep.png", LEVELS.astype(np.uint16) * 257), ("float.tif", LEVELS.astype(np.float32) / 255)]
+)
+def test_read_keeps_the_grey_levels_of_16_bit_and_float_images(tmp_path, name, array):
+    Image.fromarray(array).save(tmp_path / name)
+    image, pixels = prediction._read(tmp_path / name, SampleTransform(image_size=HEIGHT, grayscale=True))
+    assert image.mode == "L" and np.array_equal(np.asarray(image), LEVELS)  # side_by_side's composite panel
+    assert pixels.shape == (HEIGHT, WIDTH) and np.abs(pixels.astype(int) - LEVELS).max() <= JPEG_TOLERANCE
+
+
+def test_read_names_a_decompression_bomb(images, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageError, match=r"a\.jpg: too large to open safely \(Image size \(7000 pixels\) exceeds limit of 200"):
+        prediction._read(images / "a.jpg", SampleTransform())

@@ -1,10 +1,26 @@
+import io
+import logging
+import warnings
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from fgbg.depth import SceneDepth
+from fgbg.errors import ConfigError, FgbgError
 from fgbg.generation import Settings, generate
+from fgbg.images import ImageError
+from fgbg.names import BG, source_member
 from fgbg.sources import ImageFolders, SourceError
+
+JPEG_TOLERANCE = 3  # grey levels
+
+
+def grey_levels(width: int, height: int) -> np.ndarray:
+    """``(height, width)`` uint8, levels 16..240 along each row: smooth, so JPEG keeps them within JPEG_TOLERANCE."""
+    return np.tile(np.linspace(16, 240, width).round().astype(np.uint8), (height, 1))
 
 
 def _save(path, array, mode=None):
@@ -58,7 +74,7 @@ def test_scene_depth_needs_scene_source(folders, tmp_path):
 
 def _break_unreadable(root):
     (root / "fg" / "b.png").write_bytes(b"not an image")
-    return "b.png: cannot read image"
+    return "b.png: cannot read it as an image"
 
 
 def _break_no_alpha(root):
@@ -68,7 +84,7 @@ def _break_no_alpha(root):
 
 def _break_count(root):
     (root / "bg" / "room10.jpg").unlink()
-    return "holds 2 images, the config asks for 3"
+    return r"holds 2 images \(room1.jpg, room2.jpg\), the config asks for 3 \(n_bg\)"
 
 
 def _break_orphan_mask(root):
@@ -94,13 +110,118 @@ def _break_empty_mask(root):
     return "b.png: the mask is empty"
 
 
+def _break_mask_size(root):
+    _save(root / "mask" / "a.png", np.full((40, 40), 255, np.uint8))
+    _save(root / "mask" / "b.png", np.full((80, 80), 255, np.uint8))
+    return r"mask/a\.png: the mask is 40x40 but its foreground .*fg/a\.png is 80x80"
+
+
+def _replace_room10(root, array) -> None:
+    (root / "bg" / "room10.jpg").unlink()
+    Image.fromarray(array).save(root / "bg" / "room10.tif")
+
+
+def _break_float_range(root):
+    _replace_room10(root, np.linspace(-0.5, 2, 160 * 160, dtype=np.float32).reshape(160, 160))
+    return r"room10\.tif: a float image with values -0\.5\.\.2, outside 0\.\.1"
+
+
+def _break_beyond_16_bits(root):
+    _replace_room10(root, np.full((160, 160), 70000, np.int32))
+    return r"room10\.tif: an integer \(I\) image with values 70000\.\.70000, outside 0\.\.65535"
+
+
 @pytest.mark.parametrize(
     "breaker",
-    [_break_unreadable, _break_no_alpha, _break_count, _break_orphan_mask, _break_empty_folder, _break_duplicate, _break_empty_mask],
+    [
+        _break_unreadable, _break_no_alpha, _break_count, _break_orphan_mask, _break_empty_folder, _break_duplicate,
+        _break_empty_mask, _break_mask_size, _break_float_range, _break_beyond_16_bits,
+    ],
 )
 def test_bad_input_names_the_file_and_writes_nothing(folders, tmp_path, breaker):
     message = breaker(folders)
     mask_dir = folders / "mask" if (folders / "mask").exists() else None
-    with pytest.raises(SourceError, match=message):
+    with pytest.raises(FgbgError, match=message):
         generate(ImageFolders(folders / "bg", folders / "fg", mask_dir), None, tmp_path / "out", Settings(3, 2, 2), show_progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def _zip_image(path: Path, member: str) -> np.ndarray:
+    with zipfile.ZipFile(path) as zf:
+        return np.asarray(Image.open(io.BytesIO(zf.read(member))))
+
+
+def test_16_bit_and_float_images_keep_their_grey_levels(tmp_path):
+    # PIL's convert("RGB") would clip both to white.
+    levels = grey_levels(160, 160)
+    _save(tmp_path / "bg" / "deep.png", levels.astype(np.uint16) * 257)
+    _save(tmp_path / "bg" / "float.tif", levels.astype(np.float32) / 255)
+    _save(tmp_path / "fg" / "a.png", _rgba(100))
+    assert Image.open(tmp_path / "bg" / "deep.png").mode == "I;16"
+    [written] = generate(
+        ImageFolders(tmp_path / "bg", tmp_path / "fg"), None, tmp_path / "out", Settings(2, 1, 1), show_progress=False
+    )
+    for bg in (1, 2):  # deep.png, float.tif
+        grey = _zip_image(written, source_member(BG, bg)).astype(int)
+        assert np.abs(grey - levels[..., None]).max() <= JPEG_TOLERANCE
+
+
+def test_a_fully_opaque_foreground_and_a_stretched_background_are_warned_about_once(tmp_path, caplog):
+    _save(tmp_path / "bg" / "wide.jpg", np.zeros((100, 200, 3), np.uint8))
+    _save(tmp_path / "bg" / "big.jpg", np.zeros((300, 300, 3), np.uint8))  # resized, but still square
+    _save(tmp_path / "fg" / "block.png", np.full((80, 80, 4), 255, np.uint8))
+    _save(tmp_path / "fg" / "cut.png", _rgba(100))
+    with caplog.at_level(logging.WARNING, logger="fgbg.sources"):
+        ImageFolders(tmp_path / "bg", tmp_path / "fg").load(2, 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{tmp_path / 'bg' / 'wide.jpg'}: 200x100 is resized to 160x160, away from its aspect ratio",
+        f"{tmp_path / 'fg' / 'block.png'}: the mask covers the whole image (fully opaque): it is pasted as a square",
+    ]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_names_equal_in_natural_order_get_ids_by_name_whatever_the_listing_order(tmp_path, monkeypatch, reverse):
+    for i, name in enumerate(("bg1.jpg", "bg01.jpg", "bg2.jpg")):
+        _save(tmp_path / "bg" / name, np.full((160, 160, 3), 50 * i, np.uint8))
+    _save(tmp_path / "fg" / "a.png", _rgba(100))
+    listing = Path.iterdir
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(sorted(listing(self), reverse=reverse)))
+    scenes = ImageFolders(tmp_path / "bg", tmp_path / "fg").load(3, 1)
+    assert scenes.origin["bg"] == {1: "bg01.jpg", 2: "bg1.jpg", 3: "bg2.jpg"}
+
+
+def test_a_count_mismatch_lists_what_was_counted_and_what_was_skipped(folders):
+    bg = folders / "bg"
+    (bg / ".room11.jpg").write_bytes(b"\0\5\0\7")  # an AppleDouble file, as macOS leaves them: not an image
+    Image.new("P", (16, 16)).save(bg / "room12.gif")
+    _save(bg / "old" / "room13.jpg", np.zeros((160, 160, 3), np.uint8))
+    with pytest.raises(SourceError) as error:
+        ImageFolders(bg, folders / "fg").load(4, 2)
+    assert str(error.value) == (
+        f"background folder {bg} holds 3 images (room1.jpg, room2.jpg, room10.jpg; "
+        "skipped: .room11.jpg, old/, room12.gif), the config asks for 4 (n_bg)"
+    )
+    assert ImageFolders(bg, folders / "fg").load(3, 2).origin["bg"] == {1: "room1.jpg", 2: "room2.jpg", 3: "room10.jpg"}
+
+
+def test_a_long_count_mismatch_shows_the_first_names(folders):
+    for i in range(12):
+        (folders / "bg" / f"notes{i:02}.txt").write_text("")
+    with pytest.raises(SourceError, match=r"skipped: notes00.txt, .*, notes09.txt, \.\.\. \(2 more\)\), the config"):
+        ImageFolders(folders / "bg", folders / "fg").load(4, 2)
+
+
+@pytest.mark.parametrize("limit, warning_as_error", [(1000, False), (20000, True)])
+def test_a_decompression_bomb_is_refused_by_name(folders, monkeypatch, limit, warning_as_error):
+    # 160x160 = 25,600 pixels: over twice 1,000 (PIL's error), or between 20,000 and twice that (its warning).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with warnings.catch_warnings():
+        if warning_as_error:
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError, match=r"bg/room1\.jpg: too large to open safely \(Image size \(25600 pixels\) exceeds"):
+            ImageFolders(folders / "bg", folders / "fg").load(3, 2)
+
+
+def test_wrong_size_setting_is_checked():
+    with pytest.raises(ConfigError, match="source.wrong_size='crop': expected one of resize, reject"):
+        ImageFolders("bg", "fg", wrong_size="crop")
