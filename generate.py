@@ -40,10 +40,11 @@ def main(cfg: DictConfig) -> None:
             workers=cfg.workers,
             overwrite=cfg.overwrite,
             show_progress=cfg.progress,
+            wait_for_lock=cfg.wait_for_lock,
         )
     elif cfg.stage == "depth":
         written = label_dataset(
-            cfg.out_dir, depth, cfg.batch, cfg.jpeg_quality, cfg.workers, cfg.overwrite, show_progress=cfg.progress
+            cfg.out_dir, depth, cfg.batch, cfg.jpeg_quality, cfg.workers, cfg.overwrite, cfg.progress, cfg.wait_for_lock
         )
     else:  # measure
         result = measure(find_zips(cfg.out_dir, cfg.batch)[0], depth, cfg.jpeg_quality, cfg.workers)

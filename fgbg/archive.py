@@ -1,14 +1,33 @@
-"""Batch zips on disk: written under a temporary name, renamed only when complete, byte-reproducible."""
+"""Batch zips on disk: one writer each, written under a temporary name, renamed only when complete, verified
+before a resume trusts them, byte-reproducible.
+
+A writer holds an exclusive ``flock`` on the zip's lock file (``.<zip>.lock`` beside it) for its whole run,
+so two runs never write one zip, while runs (Hydra launcher jobs) writing different zips of one folder go on
+in parallel. The kernel releases the lock when its holder dies, so a killed run leaves no stale lock; the
+lock file holds the holder's pid, host, start time and command line for the refusal message. Locks are as
+good as the file system's ``flock``: local disks, and NFS where the server supports it.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import json
+import logging
+import mmap
 import os
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import sys
+import time
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import simplejpeg
@@ -16,11 +35,16 @@ import simplejpeg
 from .errors import FgbgError
 from .names import MANIFEST, BadNameError, parse_zip_name
 
+log = logging.getLogger(__name__)
+
 # Fixed member timestamps: the same inputs give the same zip bytes on every run.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 # Members are small and written one after another: a large buffer turns them into few system calls.
 _BUFFER = 1 << 20
 PARTIAL_SUFFIX = ".partial"
+# A member's local header: signature, 22 bytes up to the lengths, file name length, extra field length.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class ArchiveError(FgbgError, RuntimeError):
@@ -104,14 +128,19 @@ class BatchWriter:
         self.write_bytes(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
+def partial_path(path: Path) -> Path:
+    """Where this process writes ``path`` before it is complete: ``<name>.partial-<pid>``, unique per writer."""
+    return path.with_name(f"{path.name}{PARTIAL_SUFFIX}-{os.getpid()}")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield ``path.partial`` to write; rename it to ``path`` only when the block completes.
+    """Yield :func:`partial_path` to write; rename it to ``path`` only when the block completes.
 
-    An exception (or a kill) leaves nothing under the final name; the partial file is removed, and
-    one left by a kill is overwritten by the next attempt.
+    An exception leaves nothing under the final name and removes the partial file; one left by a kill
+    is removed by the next writer of ``path`` (:func:`sole_writer`).
     """
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial = partial_path(path)
     try:
         yield partial
         os.replace(partial, path)
@@ -133,13 +162,165 @@ def atomic_zip(path: Path, quality: int) -> Iterator[BatchWriter]:
         raise ArchiveError(f"{path}: cannot write ({error.strerror or error})") from error
 
 
+@contextmanager
+def finished_zip(path: Path) -> Iterator[tuple[zipfile.ZipFile, dict]]:
+    """``(open zip, its manifest)`` of a finished batch zip; :class:`ArchiveError` if it has none or is not a zip."""
+    with ExitStack() as stack:
+        try:
+            zf = stack.enter_context(zipfile.ZipFile(path))
+            manifest = json.loads(zf.read(MANIFEST))
+        except (OSError, zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+            raise ArchiveError(f"{path}: not a complete batch zip ({error}); delete it or pass overwrite=true") from error
+        yield zf, manifest
+
+
 def read_manifest(path: Path) -> dict:
     """The manifest of a finished batch zip; :class:`ArchiveError` if it has none or is not a zip."""
+    with finished_zip(path) as (_, manifest):
+        return manifest
+
+
+def as_json(record: dict) -> dict:
+    """``record`` as a manifest gives it back (int keys become strings, tuples lists), to compare with one."""
+    return json.loads(json.dumps(record))
+
+
+def damaged_member(zf: zipfile.ZipFile) -> str | None:
+    """The first member of ``zf`` (opened from a path) whose local header does not match the central directory
+    or whose data fails its CRC; None when every member is intact.
+
+    ``ZipFile.testzip`` checks the same through ``open`` and ``read``: 1.0 s for a 40,000-composite zip
+    (447 MB, 120,000 members, from the page cache); stored members are checked here from a memory map in
+    0.3 s, on top of the 0.4 s that opening the zip costs.
+    """
+    with open(zf.filename, "rb") as raw, mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        with memoryview(data) as view:
+            for info in zf.infolist():
+                stored = info.compress_type == zipfile.ZIP_STORED
+                if not (_stored_intact(view, info) if stored else _read_intact(zf, info)):
+                    return info.filename
+    return None
+
+
+def _stored_intact(view: memoryview, info: zipfile.ZipInfo) -> bool:
     try:
-        with zipfile.ZipFile(path) as zf:
-            return json.loads(zf.read(MANIFEST))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
-        raise ArchiveError(f"{path}: not a complete batch zip ({error})") from error
+        signature, name_length, extra_length = _LOCAL_HEADER.unpack_from(view, info.header_offset)
+    except struct.error:  # the header lies past the end of the file
+        return False
+    name_start = info.header_offset + _LOCAL_HEADER.size
+    data_start = name_start + name_length + extra_length
+    data = view[data_start : data_start + info.compress_size]
+    name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+    return (
+        signature == zipfile.stringFileHeader
+        and view[name_start : name_start + name_length] == name
+        and len(data) == info.file_size
+        and zlib.crc32(data) == info.CRC
+    )
+
+
+def _read_intact(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    # Compressed members (the seed's zips may hold some): zipfile checks the CRC as it reads to the end.
+    try:
+        with zf.open(info) as member:
+            while member.read(_BUFFER):
+                pass
+    except (zipfile.BadZipFile, zlib.error, EOFError):
+        return False
+    return True
+
+
+def lock_path(path: Path) -> Path:
+    """The lock file of ``path``: ``.<name>.lock`` beside it."""
+    return path.with_name(f".{path.name}.lock")
+
+
+@contextmanager
+def sole_writer(path: Path, wait: bool = False) -> Iterator[None]:
+    """Be the only writer of ``path`` (a zip, a cache folder) for the block, by an exclusive ``flock`` on
+    :func:`lock_path`; another holder gives :class:`ArchiveError` naming it, unless ``wait`` (then this waits).
+
+    Partials of ``path`` left by killed writers are removed once the lock is held: their writers are gone.
+    """
+    lock = lock_path(path)
+    fd = _acquire(lock, blocking=False)
+    if fd is None and not wait:
+        raise ArchiveError(
+            f"{path} is being written by another run ({_holder(lock)}; lock file {lock}): "
+            "wait for it to finish, or pass wait_for_lock=true to wait for it"
+        )
+    if fd is None:
+        log.info("%s is being written by another run (%s): waiting for it to finish", path, _holder(lock))
+        fd = _acquire(lock, blocking=True)
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "command": shlex.join(sys.argv)}
+        os.write(fd, json.dumps(record).encode())
+        _remove_leftovers(path)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: the file under this name is this holder's own
+        os.close(fd)
+
+
+@contextmanager
+def sole_writer_of_each(paths: Iterable[Path], wait: bool = False) -> Iterator[None]:
+    """:func:`sole_writer` of every path, taken in sorted order so that runs waiting for each other cannot deadlock."""
+    with ExitStack() as stack:
+        for path in sorted(paths):
+            stack.enter_context(sole_writer(path, wait))
+        yield
+
+
+def _acquire(lock: Path, blocking: bool) -> int | None:
+    """A descriptor of ``lock`` (created if missing) holding its exclusive flock, or None if another holds it."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        # The previous holder removes the file as it lets go: a lock on a removed file guards nothing, so retry.
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                os.ftruncate(fd, 0)
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _holder(lock: Path) -> str:
+    try:
+        record = json.loads(lock.read_text())
+        return f"pid {record['pid']} on {record['host']}, started {record['started']}: {record['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder not recorded yet"
+
+
+def _remove_leftovers(path: Path) -> None:
+    for leftover in path.parent.glob(f"{path.name}{PARTIAL_SUFFIX}*"):
+        log.info("removing %s, left by a run that was killed", leftover)
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Run first in a worker process: have the kernel SIGKILL it when ``parent_pid`` (its parent) dies.
+
+    A worker that outlived a killed run would go on writing (and renaming) zips while the next run starts,
+    then wait for work forever. Linux only (``prctl(PR_SET_PDEATHSIG)``); on other systems workers finish
+    their task first, holding the zip's lock until then. The parent may have died before the request.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def batch_zips(folder: str | Path) -> dict[int, Path]:

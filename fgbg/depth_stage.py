@@ -1,10 +1,12 @@
 """The depth stage: label the composites of finished batch zips with a :class:`~fgbg.depth.Teacher`.
 
-Each zip is rewritten as ``<zip>.partial`` and renamed over the original only when complete: first the
-new ``depth_fg_bg_jpg`` maps under the seed's names, in the composites' order; then every other member
+Each zip is rewritten as ``<zip>.partial-<pid>`` and renamed over the original only when complete: first
+the new ``depth_fg_bg_jpg`` maps under the seed's names, in the composites' order; then every other member
 but the old depth maps, copied as it was stored, in its order; then the manifest, its ``settings.depth``
 now the teacher's record. An interrupted run leaves each zip either labelled or as it was, and resumes
-per zip: a zip whose manifest already holds the same record is skipped.
+per zip: a zip whose manifest already holds the same record is skipped. The run holds the zips' write
+locks (:func:`~fgbg.archive.sole_writer`) throughout, and checks every zip's members against their CRCs
+before it trusts or copies them.
 
 While the model runs on the device, a thread pool reads and decodes the next composites and encodes the
 finished depth maps (simplejpeg releases the GIL), so the device does not wait on the CPU.
@@ -29,8 +31,18 @@ import simplejpeg
 import torch
 from tqdm import tqdm
 
-from .archive import ArchiveError, BatchWriter, atomic_zip, batch_zips, encode_jpeg
+from .archive import (
+    ArchiveError,
+    BatchWriter,
+    as_json,
+    atomic_zip,
+    batch_zips,
+    damaged_member,
+    encode_jpeg,
+    sole_writer_of_each,
+)
 from .depth import Teacher
+from .errors import ConfigError, check_int
 from .names import (
     BG_SIZE,
     DEPTH,
@@ -64,12 +76,17 @@ def label_dataset(
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> list[Path]:
     """``python generate.py stage=depth``: label the zips in ``out_dir`` (or only ``batch``'s) with ``depth``.
 
     ``depth`` is what the depth config made; only a :class:`Teacher` labels finished zips.
     """
-    return label_zips(find_zips(out_dir, batch), _teacher(depth, "depth"), quality, workers, overwrite, show_progress)
+    if batch is not None:
+        check_int("batch", batch, 1)
+    check_int("jpeg_quality", quality, 1, 100)
+    teacher = _teacher(depth, "depth")
+    return label_zips(find_zips(out_dir, batch), teacher, quality, workers, overwrite, show_progress, wait_for_lock)
 
 
 def label_zips(
@@ -79,6 +96,7 @@ def label_zips(
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> list[Path]:
     """Label each zip of ``paths`` that is not labelled with ``teacher``'s record yet; return those written.
 
@@ -86,9 +104,25 @@ def label_zips(
         quality: JPEG quality of the depth maps for zips whose manifest does not give one.
         workers: decode/encode threads; None = all cores.
         overwrite: relabel zips that already hold this teacher's labels.
+        wait_for_lock: wait for another run writing one of the zips to end, rather than stop.
     """
+    if workers is not None:
+        check_int("workers", workers, 1)
+    with sole_writer_of_each(paths, wait_for_lock):
+        return label_locked_zips(paths, teacher, quality, workers, overwrite, show_progress)
+
+
+def label_locked_zips(
+    paths: list[Path],
+    teacher: Teacher,
+    quality: int,
+    workers: int | None,
+    overwrite: bool,
+    show_progress: bool,
+) -> list[Path]:
+    """:func:`label_zips` for a caller that holds the zips' write locks already (generation, for its run)."""
     teacher.load()
-    record = teacher.describe()
+    record = as_json(teacher.describe())  # as a manifest gives it back
     todo = [(path, n) for path, found, n in map(_survey, paths) if overwrite or found != record]
     bar = tqdm(
         total=sum(n for _, n in todo), unit="image", desc=f"labelling {len(todo)} of {len(paths)} zips",
@@ -168,7 +202,7 @@ def measure(path: Path, teacher: Teacher, quality: int, workers: int | None = No
 
 def _teacher(depth, stage: str) -> Teacher:
     if not isinstance(depth, Teacher):
-        raise ValueError(
+        raise ConfigError(
             f"stage={stage} needs a depth model (depth=depth_anything_v2_small | dpt_hybrid | hub), got "
             f"{type(depth).__name__}; scene depth is made with the composites (stage=all)"
         )
@@ -180,9 +214,15 @@ def _is_image(info: zipfile.ZipInfo, category: str) -> bool:
 
 
 def _survey(path: Path) -> tuple[Path, dict | None, int]:
-    """``(path, its depth record or None, number of composites)``."""
+    """``(path, its depth record or None, number of composites)`` of an intact zip; :class:`ArchiveError` if damaged."""
     try:
         with zipfile.ZipFile(path) as zf:
+            damaged = damaged_member(zf)
+            if damaged is not None:
+                raise ArchiveError(
+                    f"{path}: member {damaged} is damaged (it fails its CRC); write the zip again "
+                    "(python generate.py ... overwrite=true) and label it"
+                )
             n = sum(1 for info in zf.infolist() if _is_image(info, FG_BG))
             return path, _read_manifest(zf).get("settings", {}).get("depth"), n
     except zipfile.BadZipFile as error:

@@ -4,10 +4,15 @@ One zip per ``FG_PER_ZIP`` foregrounds; zips are independent, so they are writte
 processes here and can be split across Hydra launcher jobs (``batch=N``) with identical bytes.
 Scene depth is painted with the composites; a depth model (:class:`~fgbg.depth.Teacher`) labels the
 finished zips afterwards, in the depth stage (:mod:`fgbg.depth_stage`).
+
+A run holds the write lock of every zip it may write (:func:`~fgbg.archive.sole_writer`) from before it
+decides what to skip until it ends: a second run of the same zips refuses at once (or waits), while jobs
+writing different ``batch=N`` zips of one folder run side by side. Its worker processes die with it.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import queue
@@ -20,10 +25,19 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from .archive import ArchiveError, atomic_zip, read_manifest
-from .compose import check_placements, flip_horizontal, mask_on_black, paste, placements
+from .archive import (
+    ArchiveError,
+    as_json,
+    atomic_zip,
+    damaged_member,
+    die_with_parent,
+    finished_zip,
+    sole_writer_of_each,
+)
+from .compose import flip_horizontal, mask_on_black, paste, placements
 from .depth import SceneDepth, Teacher
-from .depth_stage import label_zips
+from .depth_stage import label_locked_zips
+from .errors import check_int
 from .names import (
     BG,
     BG_SIZE,
@@ -32,6 +46,7 @@ from .names import (
     FG_BG,
     MASK,
     MASK_BLACK,
+    OFFSET_RANGE,
     SampleId,
     composite_member,
     fg_ids_of_batch,
@@ -41,7 +56,9 @@ from .names import (
 )
 from .sources import Scenes, SourceError
 
+log = logging.getLogger(__name__)
 PROGRESS_EVERY = 500
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 @dataclass(frozen=True)
@@ -55,11 +72,12 @@ class Settings:
     jpeg_quality: int = 95
 
     def check(self) -> None:
-        if self.n_bg < 1 or self.n_fg < 1:
-            raise ValueError(f"n_bg and n_fg must be at least 1, got n_bg={self.n_bg}, n_fg={self.n_fg}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
-        check_placements(self.placements)
+        """:class:`~fgbg.errors.ConfigError` naming the first setting of the wrong type or out of range."""
+        check_int("n_bg", self.n_bg, 1)
+        check_int("n_fg", self.n_fg, 1)
+        check_int("placements", self.placements, 1, OFFSET_RANGE)  # offsets drawn without repetition
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_int("jpeg_quality", self.jpeg_quality, 1, 100)
 
     def composites_per_batch(self, batch: int) -> int:
         return len(fg_ids_of_batch(batch, self.n_fg)) * 2 * self.n_bg * self.placements
@@ -129,24 +147,29 @@ def _manifest_extra(scenes: Scenes, depth: SceneDepth | None, settings: Settings
 
 
 def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite: bool, any_depth: bool) -> list[int]:
-    """Batches still to write: finished zips made with the same settings are kept.
+    """Batches still to write: finished, intact zips made with the same settings are kept.
 
     ``any_depth``: the depth stage labels the zips afterwards, so their composites are what must match.
     """
+    expected = as_json(settings_record)  # as the manifest gives it back: a folder source's int ids become strings
     todo = []
     for batch in batches:
         path = out_dir / zip_name(batch)
         if path.exists() and not overwrite:
-            found = read_manifest(path).get("settings")
-            # With a teacher, a finished zip may already carry its labels: compare the composites' settings.
-            if found is not None and any_depth:
-                found = {**found, "depth": None}
-            if found == settings_record:
+            with finished_zip(path) as (zf, manifest):
+                found = manifest.get("settings")
+                # With a teacher, a finished zip may already carry its labels: compare the composites' settings.
+                if found is not None and any_depth:
+                    found = {**found, "depth": None}
+                if found != expected:
+                    raise ArchiveError(
+                        f"{path} exists and was made with other settings ({found}); "
+                        "choose another out_dir or pass overwrite=true"
+                    )
+                damaged = damaged_member(zf)
+            if damaged is None:
                 continue
-            raise ArchiveError(
-                f"{path} exists and was made with other settings ({found}); "
-                "choose another out_dir or pass overwrite=true"
-            )
+            log.warning("%s: member %s is damaged (its bytes fail their CRC): writing the zip again", path, damaged)
         todo.append(batch)
     return todo
 
@@ -154,7 +177,8 @@ def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite
 _worker_state: dict = {}
 
 
-def _init_worker(scenes, depth, settings, out_dir, extra, progress_queue) -> None:
+def _init_worker(parent_pid, scenes, depth, settings, out_dir, extra, progress_queue) -> None:
+    die_with_parent(parent_pid)
     _worker_state.update(scenes=scenes, depth=depth, settings=settings, out_dir=out_dir, extra=extra, queue=progress_queue)
 
 
@@ -172,17 +196,21 @@ def generate(
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> list[Path]:
     """Write the dataset's batch zips (all of them, or only ``batch``); return the paths of the zips written.
 
     Everything is validated (settings, every input image, a teacher's weights) before the first byte is
     written; finished zips with the same settings are skipped, so an interrupted run picks up where it
-    stopped. With a :class:`Teacher` the composites are written without depth, then labelled.
+    stopped. With a :class:`Teacher` the composites are written without depth, then labelled. Another run
+    writing the same zips makes this one stop with :class:`ArchiveError`, or wait with ``wait_for_lock``.
     """
     settings.check()
     total_batches = n_batches(settings.n_fg)
-    if batch is not None and not 1 <= batch <= total_batches:
-        raise ValueError(f"batch={batch}: n_fg={settings.n_fg} gives batches 1..{total_batches}")
+    if batch is not None:
+        check_int("batch", batch, 1, total_batches)
+    if workers is not None:
+        check_int("workers", workers, 1)
     scenes = source.load(settings.n_bg, settings.n_fg)
     teacher = depth.load() if isinstance(depth, Teacher) else None
     depth = None if teacher else depth  # a teacher labels the finished zips: composites come without depth
@@ -198,11 +226,32 @@ def generate(
         raise ArchiveError(f"{out_dir}: cannot create the output folder ({error.strerror})") from error
     extra = _manifest_extra(scenes, depth, settings)
     wanted = [batch] if batch is not None else list(range(1, total_batches + 1))
-    todo = _pending(wanted, out_dir, extra["settings"], overwrite, any_depth=teacher is not None)
-    total = sum(settings.composites_per_batch(b) for b in todo)
+    paths = [out_dir / zip_name(b) for b in wanted]
+    with sole_writer_of_each(paths, wait_for_lock):
+        todo = _pending(wanted, out_dir, extra["settings"], overwrite, any_depth=teacher is not None)
+        total = sum(settings.composites_per_batch(b) for b in todo)
+        bar = tqdm(total=total, unit="composite", disable=not show_progress, smoothing=0.1)
+        bar.set_description(f"{len(todo)} of {len(wanted)} zips to write")
+        written = _write_batches(todo, scenes, depth, settings, out_dir, extra, workers, bar)
+        bar.close()
+        if teacher:
+            # Every zip just written has no depth yet, so the zips labelled include them.
+            written = label_locked_zips(paths, teacher, settings.jpeg_quality, workers, overwrite, show_progress)
+    return written
+
+
+def _write_batches(
+    todo: list[int],
+    scenes: Scenes,
+    depth: SceneDepth | None,
+    settings: Settings,
+    out_dir: Path,
+    extra: dict,
+    workers: int | None,
+    bar: tqdm,
+) -> list[Path]:
+    """Write the zips of ``todo``, one process each on up to ``workers`` processes; return their paths."""
     processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
-    bar = tqdm(total=total, unit="composite", disable=not show_progress, smoothing=0.1)
-    bar.set_description(f"{len(todo)} of {len(wanted)} zips to write")
     written = []
     if processes == 1:
         for b in todo:
@@ -210,7 +259,7 @@ def generate(
     else:
         context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
         progress_queue = context.Queue()
-        init_args = (scenes, depth, settings, out_dir, extra, progress_queue)
+        init_args = (os.getpid(), scenes, depth, settings, out_dir, extra, progress_queue)
         with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_worker, initargs=init_args) as pool:
             futures = [pool.submit(_run_worker, b) for b in todo]
             while not all(f.done() for f in futures):
@@ -219,10 +268,5 @@ def generate(
                 except queue.Empty:
                     pass
             written = [f.result() for f in futures]
-        bar.update(total - bar.n)  # the last progress messages may still be in the queue's pipe
-    bar.close()
-    if teacher:
-        # Every zip just written has no depth yet, so the zips labelled include them.
-        paths = [out_dir / zip_name(b) for b in wanted]
-        written = label_zips(paths, teacher, settings.jpeg_quality, workers, overwrite, show_progress)
+        bar.update(bar.total - bar.n)  # the last progress messages may still be in the queue's pipe
     return written

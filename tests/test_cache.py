@@ -1,9 +1,12 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from fgbg import archive
 from fgbg.data import cache
 from fgbg.data.dataset import ZipSampleDataset
 from tests.paths import CONF_DIR
@@ -76,3 +79,18 @@ def test_cache_is_memory_mapped_uint8(data_dir):
     array = np.load(folder / "fg_bg_image.npy", mmap_mode="r")
     assert array.dtype == np.uint8 and array.shape[1:] == (64, 64)
     assert np.load(folder / cache.SAMPLES).shape == (array.shape[0], 6)
+
+
+def test_a_build_removes_the_partials_of_killed_builds_only(data_dir):
+    root = data_dir / "cache"
+    folder = datamodule(data_dir, "data.cache=true").parts["train"].folder
+    shutil.rmtree(folder)
+    other = root / "4k_64_gray_ba9876543210"
+    with archive.sole_writer(other):  # a build of another cache, still going on
+        building = other.with_name(f"{other.name}.partial-4000002")
+        killed = [root / f"{folder.name}.partial-4000000", root / "16k_64_gray_0123456789ab.partial-4000001"]
+        for partial in (*killed, building):
+            partial.mkdir()
+            (partial / cache.SAMPLES).write_bytes(b"half an array")
+        assert datamodule(data_dir, "data.cache=true").parts["train"].folder == folder
+        assert sorted(p.name for p in root.iterdir()) == sorted([folder.name, building.name, ".4k_64_gray_ba9876543210.lock"])

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -11,12 +12,13 @@ from PIL import Image
 
 from fgbg import archive, names
 from fgbg.data.index import index_zip
-from fgbg.depth import TeacherError
 from fgbg.depth_stage import label_zips, measure
+from fgbg.errors import EXIT_USER_ERROR
 from fgbg.generation import Settings, generate
 from fgbg.sources import SampleScenes
 from tests.conftest import make_dataset
 from tests.paths import CONF_DIR
+from tests.test_writers import flip_a_byte_inside
 # Fixtures (offline, one_torch_thread, tiny_dir) are shared with the teacher's tests.
 from tests.test_depth_teacher import TINY_SIZE, make_teacher, offline, one_torch_thread, tiny_dir  # noqa: F401
 
@@ -44,6 +46,14 @@ def _run(out_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("generate", overrides=[f"out_dir={out_dir}", "progress=false", "workers=2", *overrides])
     generate.main(cfg)
+
+
+def _refused(capsys, out_dir: Path, *overrides: str) -> str:
+    """The one-line error that ``generate.py`` prints for these overrides (it exits with status 2)."""
+    with pytest.raises(SystemExit) as stopped:
+        _run(out_dir, *overrides)
+    assert stopped.value.code == EXIT_USER_ERROR
+    return capsys.readouterr().err
 
 
 def _teacher_overrides(tiny_dir: Path) -> list[str]:
@@ -121,6 +131,23 @@ def test_interrupted_stage_resumes_per_zip_to_the_same_bytes(data, scene_zips, t
         assert (data / name).read_bytes() == (again / name).read_bytes()
 
 
+def test_zips_another_run_writes_are_not_labelled(data, scene_zips, tiny_dir):
+    with archive.sole_writer(data / ZIPS[1]):
+        with pytest.raises(archive.ArchiveError, match=f"{ZIPS[1]} is being written by another run .pid {os.getpid()} "):
+            label_zips([data / n for n in ZIPS], make_teacher(tiny_dir, batch_size=8), 90, show_progress=False)
+    assert all((data / n).read_bytes() == (scene_zips / n).read_bytes() for n in ZIPS)
+
+
+def test_a_damaged_zip_is_not_labelled(data, tiny_dir):
+    member = "fg_bg_jpg/fg_bg_12_2_1_1.jpg"
+    flip_a_byte_inside(data / ZIPS[1], member)
+    damaged = (data / ZIPS[1]).read_bytes()
+    with pytest.raises(archive.ArchiveError, match=f"{ZIPS[1]}: member {member} is damaged"):
+        label_zips([data / n for n in ZIPS], make_teacher(tiny_dir, batch_size=8), 90, show_progress=False)
+    assert (data / ZIPS[1]).read_bytes() == damaged
+    assert _manifest(data / ZIPS[0])["settings"]["depth"]["source"] == "scene"  # checked before any is labelled
+
+
 def test_other_teacher_settings_relabel(data, tiny_dir):
     label_zips([data / n for n in ZIPS], make_teacher(tiny_dir, batch_size=8), 90, workers=2, show_progress=False)
     other = make_teacher(tiny_dir, input_size=42, batch_size=8)
@@ -154,20 +181,17 @@ def test_generate_with_a_teacher_writes_composites_then_labels(scene_zips, tiny_
     assert generate(SampleScenes(DATA.seed), teacher, out, DATA, workers=1, show_progress=False) == []
 
 
-def test_missing_weights_stop_before_anything_is_written(offline, data, scene_zips, tmp_path):
+def test_missing_weights_stop_before_anything_is_written(offline, data, scene_zips, tmp_path, capsys):
     hub = ["depth=hub", "depth.model=fgbg-tests/no-such-depth-model"]
-    with pytest.raises(TeacherError, match="hf download fgbg-tests/no-such-depth-model"):
-        _run(data, "stage=depth", *hub)
+    assert "hf download fgbg-tests/no-such-depth-model" in _refused(capsys, data, "stage=depth", *hub)
     assert all((data / n).read_bytes() == (scene_zips / n).read_bytes() for n in ZIPS)
     assert sorted(p.name for p in data.iterdir()) == ZIPS
-    with pytest.raises(TeacherError, match="fgbg-tests/no-such-depth-model"):
-        _run(tmp_path / "new", "n_bg=2", "n_fg=3", "placements=1", *hub)
+    assert "fgbg-tests/no-such-depth-model" in _refused(capsys, tmp_path / "new", "n_bg=2", "n_fg=3", "placements=1", *hub)
     assert not (tmp_path / "new").exists()
 
 
-def test_depth_stage_needs_a_teacher(data):
-    with pytest.raises(ValueError, match="stage=depth needs a depth model"):
-        _run(data, "stage=depth", "depth=scene")
+def test_depth_stage_needs_a_teacher(data, capsys):
+    assert "error: stage=depth needs a depth model" in _refused(capsys, data, "stage=depth", "depth=scene")
 
 
 def test_measure_times_the_stage_and_the_forward(data, scene_zips, tiny_dir):

@@ -1,5 +1,7 @@
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from collections import Counter
 
@@ -10,11 +12,12 @@ from PIL import Image
 
 from fgbg import archive, names
 from fgbg.depth import SceneDepth
+from fgbg.errors import EXIT_USER_ERROR, ConfigError
 from fgbg.compose import flip_horizontal, mask_on_black, placements
 from fgbg.generation import Settings
 from fgbg.scenes import background, foreground
 from tests.conftest import SMALL, make_dataset
-from tests.paths import CONF_DIR
+from tests.paths import CONF_DIR, ROOT
 
 
 def _decode(zf: zipfile.ZipFile, member: str) -> np.ndarray:
@@ -128,16 +131,53 @@ def test_existing_zip_with_other_settings_is_not_silently_kept(small_dataset, tm
 
 @pytest.mark.parametrize(
     "override, message",
-    [("placements=81", "placements=81"), ("n_bg=0", "n_bg and n_fg must be at least 1"), ("batch=3", "batch=3")],
+    [
+        ("placements=81", "placements=81: expected a whole number 1..80"),
+        ("n_bg=0", "n_bg=0: expected a whole number >= 1"),
+        ("n_bg=ten", "n_bg='ten': expected a whole number >= 1"),
+        ("seed=abc", "seed='abc': expected a whole number 0..4294967295"),
+        ("seed=-1", "seed=-1: expected a whole number 0..4294967295"),
+        ("jpeg_quality=101", "jpeg_quality=101: expected a whole number 1..100"),
+        ("batch=3", "batch=3: expected a whole number 1..2"),
+        ("workers=0", "workers=0: expected a whole number >= 1"),
+    ],
 )
-def test_out_of_range_config_is_refused_before_writing(tmp_path, override, message):
+def test_bad_config_is_one_line_before_writing(tmp_path, capsys, override, message):
     import generate
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("generate", overrides=["n_bg=2", "n_fg=12", f"out_dir={tmp_path / 'out'}", "progress=false", override])
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SystemExit) as stopped:
         generate.main(cfg)
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert stopped.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("n_fg", 0, "n_fg=0: expected"), ("placements", 2.5, "placements=2.5: expected"), ("seed", 2**32, "seed=4294967296")],
+)
+def test_settings_check_names_the_key(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings(**{**SMALL.__dict__, field: value}).check()
+
+
+def test_batch_and_workers_are_checked_where_they_enter(tmp_path):
+    with pytest.raises(ConfigError, match="batch='1': expected a whole number 1..2"):
+        make_dataset(tmp_path, batch="1")
+    with pytest.raises(ConfigError, match="workers=0: expected a whole number >= 1"):
+        make_dataset(tmp_path, workers=0)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_bad_value_on_the_command_line_is_one_short_error(tmp_path):
+    command = [sys.executable, "generate.py", "seed=abc", f"out_dir={tmp_path / 'out'}", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_USER_ERROR
+    assert len(result.stderr.splitlines()) <= 3
+    assert "error: seed='abc': expected a whole number 0..4294967295" in result.stderr
 
 
 def test_generate_entry_point_composes_and_writes(tmp_path):

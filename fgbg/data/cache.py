@@ -5,7 +5,9 @@ samples, image size, grayscale) and afterwards feeds batches with a few array co
 ``<data_dir>/cache/<strategy>_<size>_<gray|rgb>_<key>/``, where ``key`` hashes what decides its contents
 (each zip's name, size and modification time, the samples' selection, the transform's size and colour),
 so a regenerated dataset or another selection gets a cache of its own. It is built in a temporary folder
-renamed into place when complete: an interrupted build leaves nothing that would be read.
+(``<folder>.partial-<pid>``) renamed into place when complete: an interrupted build leaves nothing that
+would be read. One process builds a given cache (:func:`~fgbg.archive.sole_writer`; a second waits, then
+reads it), its loader workers die with it, and partials of killed builds are removed by the next build.
 
 Per folder, one ``.npy`` per key of the batch contract (pixels as ``SampleTransform.resized`` gives them):
 ``fg_bg_image``, ``ms_bg_image``, ``dp_image`` ``(N, ...)`` in the order of ``samples.npy``, ``(N, 6)``
@@ -15,15 +17,18 @@ background once. Normalisation is not cached: it is applied when the pixels beco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from ..archive import PARTIAL_SUFFIX, ArchiveError, die_with_parent, partial_path, sole_writer
 from .dataset import PixelDataset, ZipSampleDataset
 from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 
@@ -74,38 +79,55 @@ def build(
     folder = cache_dir(data_dir, strategy, zips, table, transform)
     if folder.exists():
         return folder
-    source = ZipSampleDataset(zips, samples, transform)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_partials(folder.parent)
+    with sole_writer(folder, wait=True):  # another process building it: wait, then use what it built
+        if not folder.exists():
+            _write(folder, ZipSampleDataset(zips, samples, transform), table, workers)
+    return folder
+
+
+def _remove_abandoned_partials(root: Path) -> None:
+    """Remove the partial folders in ``root`` whose builders are gone: those whose cache's lock is free."""
+    for owner in {p.with_name(p.name.rsplit(PARTIAL_SUFFIX, 1)[0]) for p in root.glob(f"*{PARTIAL_SUFFIX}-*")}:
+        with suppress(ArchiveError), sole_writer(owner):
+            pass  # taking the lock removes the owner's leftovers; a live builder keeps it (ArchiveError)
+
+
+def _write(folder: Path, source: ZipSampleDataset, table: np.ndarray, workers: int) -> None:
+    """Decode ``source``'s samples (rows ``table``) into a partial folder, then rename it to ``folder``."""
     # Each background's row in bg_image.npy, and the first sample that shows it.
     _, first_use, bg_rows = np.unique(table[:, :3:2], axis=0, return_index=True, return_inverse=True)
-    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = partial_path(folder)
+    partial.mkdir()
     try:
         np.save(partial / SAMPLES, np.column_stack([table, bg_rows.reshape(-1).astype(np.int32)]))
         # Through the samples' own path, so that each background's pixels are exactly those loading gives.
         np.save(partial / f"{BG_KEY}.npy", source.stacked_pixels(first_use.tolist())[BG_KEY])
         arrays, start = {}, 0
-        loader = DataLoader(_Chunks(source), batch_size=None, num_workers=workers, collate_fn=_unchanged)
+        loader = DataLoader(
+            _Chunks(source), batch_size=None, num_workers=workers, collate_fn=_unchanged,
+            worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
+        )
         for chunk in loader:
             for key, pixels in chunk.items():
                 if key not in arrays:
-                    shape = (len(samples), *pixels.shape[1:])
+                    shape = (len(table), *pixels.shape[1:])
                     arrays[key] = np.lib.format.open_memmap(partial / f"{key}.npy", "w+", np.uint8, shape)
                 arrays[key][start : start + len(pixels)] = pixels
             start += len(next(iter(chunk.values())))
         for array in arrays.values():
             array.flush()
         del arrays  # unmapped before the folder moves
-        try:
-            partial.rename(folder)
-        except OSError:
-            if not folder.exists():
-                raise
-            shutil.rmtree(partial)  # another process finished the same cache first
+        partial.rename(folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return folder
+
+
+def _die_with_parent(parent_pid: int, worker_id: int) -> None:
+    """A loader worker's ``worker_init_fn``: :func:`~fgbg.archive.die_with_parent`."""
+    die_with_parent(parent_pid)
 
 
 class CachedSampleDataset(PixelDataset):
