@@ -1,3 +1,4 @@
+import random
 import time
 
 import lightning as L
@@ -9,7 +10,7 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fgbg.callbacks import GRID_COLUMNS, HEADER, MIN_TILE, PADDING, PredictionGrid, Timings, prediction_grid
+from fgbg.callbacks import GRID_COLUMNS, HEADER, MIN_TILE, PADDING, PredictionGrid, RngState, Timings, prediction_grid
 from fgbg.module import build_module
 from tests.test_module import _batch, _config, _loader
 
@@ -97,3 +98,21 @@ def test_timings_log_throughput_and_data_wait(tmp_path, delay):
     assert 0 <= wait <= 1 and samples_per_s > 0
     if delay:  # 0.2 s of loading per batch of 2
         assert wait > 0.5 and samples_per_s < 2 / 0.2
+
+
+def _draws() -> tuple:
+    return torch.rand(3), np.random.rand(3), random.random()
+
+
+def test_rng_state_resumes_the_random_streams_from_a_weights_only_checkpoint(tmp_path):
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    torch.save(RngState().state_dict(), tmp_path / "state.pt")
+    expected = _draws()
+    torch.manual_seed(2), np.random.seed(2), random.seed(2)
+    restored = RngState()
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    restored.on_train_start(None, None)
+    torch_draw, numpy_draw, python_draw = _draws()
+    assert torch.equal(torch_draw, expected[0]) and np.array_equal(numpy_draw, expected[1]) and python_draw == expected[2]
+    restored.on_train_start(None, None)  # restored once: the next start of training draws on
+    assert not torch.equal(torch.rand(3), expected[0])

@@ -1,4 +1,5 @@
 import io
+import itertools
 import zipfile
 
 import numpy as np
@@ -8,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
+from fgbg.data.datamodule import EpochSampler, ResumableLoader
 from fgbg.data.index import sample_id
 from tests.paths import CONF_DIR
 
@@ -105,3 +107,39 @@ def test_wrong_size_member_is_refused_by_name(small_dataset, tmp_path):
     with pytest.raises(ValueError, match=r"batch1_images.zip:fg_bg_jpg/fg_bg_.*: 100x100 pixels, expected 160x160"):
         dm.parts["train"][0]
 
+
+
+def _ids(batches) -> list[int]:
+    return [int(i) for batch in batches for i in batch]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])  # workers read the sampler ahead of the batches taken
+def test_training_order_follows_seed_and_epoch_and_resumes_mid_epoch(num_workers):
+    def loader(seed=0):
+        return ResumableLoader(range(20), sampler=EpochSampler(range(20), seed), batch_size=4, num_workers=num_workers)
+
+    first = loader()
+    epoch0 = _ids(first)
+    assert sorted(epoch0) == list(range(20)) and epoch0 == _ids(loader()) and epoch0 != _ids(loader(seed=1))
+    first.sampler.set_epoch(1)
+    assert _ids(first) != epoch0  # a new permutation per epoch
+
+    stopped = loader()
+    taken = list(itertools.islice(iter(stopped), 2))
+    assert stopped.state_dict() == {"epoch": 0, "batches": 2}
+    resumed = loader()
+    resumed.load_state_dict(stopped.state_dict())
+    resumed.sampler.set_epoch(0)  # Lightning sets the epoch again after loading: the position stays
+    rest = iter(resumed)
+    assert _ids(taken) + _ids([next(rest)]) == epoch0[:12]
+    assert resumed.state_dict() == {"epoch": 0, "batches": 3}  # stopped again: counted from the epoch's start
+    assert _ids(rest) == epoch0[12:]
+    assert _ids(resumed) == epoch0  # a finished epoch, iterated again, starts from the top
+
+
+def test_train_loader_is_resumable_and_seeded_from_the_config(small_dataset):
+    dm = datamodule_from_config(small_dataset, "seed=3")
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert isinstance(loader, ResumableLoader) and loader.sampler.seed == 3
+    assert len(loader.sampler) == len(dm.parts["train"])

@@ -1,19 +1,70 @@
-"""The LightningDataModule over the batch zips: strategy -> samples -> held-out split -> loaders."""
+"""The LightningDataModule over the batch zips: strategy -> samples -> held-out split -> loaders.
+
+The training loader resumes where a checkpoint stopped it, mid-epoch included: its order is a function of
+``(seed, epoch)`` and Lightning saves its position (see :class:`ResumableLoader`).
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 from .cache import CachedSampleDataset, build
 from .dataset import PixelDataset, ZipSampleDataset
 from .index import select, split
 from .transforms import SampleTransform
+
+BAD_SAMPLE_CHOICES = ("raise", "skip")
+
+
+class EpochSampler(DistributedSampler):
+    """torch's ``DistributedSampler``: a permutation seeded by ``seed + epoch`` (Lightning sets the epoch),
+    this process's share of it, started ``start`` samples in once (the next iteration only) when resuming."""
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        return itertools.islice(super().__iter__(), start, None)
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader over an :class:`EpochSampler` that continues mid-epoch after a checkpoint.
+
+    Lightning saves ``state_dict()`` of such a loader in its checkpoints and hands it back to
+    ``load_state_dict()`` on resume: the epoch and how many of its batches were handed out. Counted here, where
+    the training loop takes them, not in the sampler, which worker processes read ahead.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch = self._batches = 0
+
+    def __iter__(self):
+        # A generator: the sampler is read at the first batch, after Lightning has set the epoch.
+        if self.sampler.epoch != self._epoch:
+            self._epoch, self._batches = self.sampler.epoch, 0
+        self.sampler.start = self._batches * self.batch_size
+        for batch in super().__iter__():
+            self._batches += 1
+            yield batch
+        self._batches = 0  # a finished epoch: iterated again, it starts from the top
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._epoch, self._batches = state["epoch"], state["batches"]
+        self.sampler.set_epoch(self._epoch)
 
 
 class ZipDataModule(L.LightningDataModule):
@@ -28,6 +79,9 @@ class ZipDataModule(L.LightningDataModule):
         cache: decode the strategy's samples once into memory-mapped uint8 arrays under
             ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
         on_bad_sample: ``raise`` or ``skip`` (and count) samples whose images are corrupt, when reading the zips.
+        seed: the training order's (a permutation per epoch, drawn from ``seed + epoch``).
+
+    Raises :class:`~fgbg.errors.ConfigError`, naming the ``data.`` key, for a value out of range.
     """
 
     def __init__(
@@ -44,12 +98,17 @@ class ZipDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache: bool = False,
         on_bad_sample: str = "raise",
+        seed: int = 0,
     ):
         super().__init__()
-        self.data_dir, self.strategy, self.strategies, self.split_args = Path(data_dir), strategy, strategies, split
+        self.data_dir, self.strategy, self.strategies = Path(data_dir), strategy, strategies
+        self.split_args = _checked_split(split)
         self.transform = SampleTransform(image_size, grayscale, stats if normalize else None)
-        self.batch_size, self.num_workers, self.cache = batch_size, num_workers, cache
-        self.on_bad_sample = on_bad_sample
+        self.batch_size = check_int("data.batch_size", batch_size, 1)
+        self.num_workers = check_int("data.num_workers", num_workers, 0)
+        self.cache = cache
+        self.on_bad_sample = check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
+        self.seed = check_seed(seed, "data.seed")
         self.parts: dict[str, PixelDataset] = {}
         self.split_description: dict = {}
 
@@ -77,21 +136,43 @@ class ZipDataModule(L.LightningDataModule):
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(self.split_description, indent=1))
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.parts[part],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+    def _loader_args(self) -> dict:
+        return {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
+    def train_dataloader(self) -> ResumableLoader:
+        dataset = self.parts["train"]
+        # One share per process under DDP (Lightning keeps a DistributedSampler it is given).
+        replicas, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        return ResumableLoader(
+            dataset,
+            sampler=EpochSampler(dataset, self.seed, replicas, rank),
+            # Its own generator for the workers' base seed: the loader leaves the global random state alone,
+            # so the one a checkpoint restores (fgbg.callbacks.RngState) continues as if never stopped.
+            generator=torch.Generator().manual_seed(self.seed),
+            **self._loader_args(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return DataLoader(self.parts["val"], **self._loader_args())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return DataLoader(self.parts["test"], **self._loader_args())
+
+
+def _checked_split(split: dict) -> dict:
+    """``data.split`` with its fractions in [0, 1), validation plus test below 1 (training keeps the rest)."""
+    for kind in ("bg", "fg"):
+        val, test = (check_fraction(f"data.split.{part}_{kind}", split[f"{part}_{kind}"]) for part in ("val", "test"))
+        if val + test >= 1:
+            raise ConfigError(
+                f"data.split.val_{kind}={val:g} + data.split.test_{kind}={test:g} = {val + test:g}: expected below 1 "
+                f"(training keeps the other {'backgrounds' if kind == 'bg' else 'foregrounds'})"
+            )
+    check_int("data.split.min_fg_to_split", split["min_fg_to_split"], 0)
+    check_seed(split["seed"], "data.split.seed")
+    return split
