@@ -143,7 +143,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> M
     Raises :class:`CheckpointError`, naming ``path``, for a missing file or one that is not such a checkpoint.
     """
     path = Path(path)
-    checkpoint = _read_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path, map_location)
     try:
         config, weights = checkpoint["hyper_parameters"]["config"], checkpoint["state_dict"]
     except (KeyError, TypeError) as error:  # another kind of torch file: a bare state dict, a list, ...
@@ -160,7 +160,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> M
     return module
 
 
-def _read_checkpoint(path: Path, map_location: str | torch.device):
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """``torch.load(path, weights_only=True)``, its errors said as a :class:`CheckpointError`."""
     unreadable = (
         f"{path}: not a checkpoint of train.py (torch.load(weights_only=True) cannot read it: damaged, "

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import CleanExit, PredictionGrid, RngState
 from .errors import check_seed
-from .module import build_module
+from .module import build_module, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resumes is printed, and it raises ``SystemExit(128 + signal)``: 143 for SIGTERM, 130 for Ctrl-C.
     """
     seed = check_seed(cfg.seed)
+    if cfg.get("ckpt_path"):
+        read_checkpoint(cfg.ckpt_path)  # a missing or foreign file: one line naming it, before anything is built
     L.seed_everything(seed, workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)

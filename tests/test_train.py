@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from fgbg.module import CheckpointError
 from fgbg.training import train
 from tests.paths import CONF_DIR, ROOT
 
@@ -92,3 +93,11 @@ def test_two_job_multirun_gets_two_folders(small_dataset, tmp_path):
     assert "- model=convgen" in (sweep / "1" / ".hydra" / "overrides.yaml").read_text()
     for job in jobs:
         assert (sweep / job / "csv" / "metrics.csv").exists() and (sweep / job / "split.json").exists()
+
+
+def test_a_ckpt_path_that_is_not_a_checkpoint_is_refused_before_training(small_dataset, tmp_path):
+    empty = tmp_path / "last.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"{empty}: not a checkpoint of train.py"):
+        train(train_config(small_dataset, tmp_path / "run", f"ckpt_path={empty}"))
+    assert not (tmp_path / "run" / "split.json").exists()

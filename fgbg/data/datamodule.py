@@ -17,11 +17,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 from .cache import CachedSampleDataset, build
-from .dataset import PixelDataset, ZipSampleDataset
+from .dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
 from .index import select, split
 from .transforms import SampleTransform
-
-BAD_SAMPLE_CHOICES = ("raise", "skip")
 
 
 class EpochSampler(DistributedSampler):

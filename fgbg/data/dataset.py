@@ -14,12 +14,16 @@ import simplejpeg
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import check_choice
 from ..names import BG, BG_SIZE, composite_member, source_member
 from .index import SAMPLE_IMAGES, sample_id
 from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
 from .zipdir import MemberReader
 
 log = logging.getLogger(__name__)
+
+# What to do with a sample whose image is corrupt: raise naming it, or skip it and count.
+BAD_SAMPLE_CHOICES = ("raise", "skip")
 
 
 class PixelDataset(Dataset, abc.ABC):
@@ -62,8 +66,7 @@ class ZipSampleDataset(PixelDataset):
     def __init__(
         self, zips: dict[int, Path], samples: np.ndarray, transform: SampleTransform, on_bad_sample: str = "raise"
     ):
-        if on_bad_sample not in ("raise", "skip"):
-            raise ValueError(f"on_bad_sample must be 'raise' or 'skip', got {on_bad_sample!r}")
+        check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
         super().__init__(samples, transform)
         self.zips, self.on_bad_sample, self.skipped = zips, on_bad_sample, 0
         self._handles: dict[int, MemberReader] = {}
