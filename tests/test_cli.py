@@ -77,6 +77,12 @@ def test_config_checks_pass_good_values_through():
     assert check_choice("stage", "all", ("all", "depth")) == "all"
 
 
+def _stderr_of_failed_run(script, *args, cwd=ROOT) -> list[str]:
+    done = subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == EXIT_USER_ERROR, done.stderr
+    return done.stderr.strip().splitlines()
+
+
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [
@@ -85,9 +91,23 @@ def test_config_checks_pass_good_values_through():
     ],
 )
 def test_entry_points_print_at_most_three_lines(script, args, expected, tmp_path):
-    done = subprocess.run(
-        [sys.executable, script, *args, f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == EXIT_USER_ERROR
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) <= 3 and expected in lines[-1], done.stderr
+    lines = _stderr_of_failed_run(script, *args, f"hydra.run.dir={tmp_path}")
+    assert len(lines) <= 3 and expected in lines[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("train.py", ["data.batch_size=0"], "error: data.batch_size=0: expected a whole number >= 1"),
+        ("train.py", ["data.image_size=0"], "error: data.image_size=0: expected a whole number 8..160"),
+        ("train.py", ["seed=abc"], "error: seed='abc': expected a whole number 0..4294967295"),
+        ("eval.py", ["ckpt_path={empty}"], "error: {empty}: not a checkpoint of train.py"),
+    ],
+)
+def test_bad_training_settings_and_files_print_at_most_three_lines(script, args, expected, tmp_path):
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    args = [arg.format(empty=empty) for arg in args]
+    lines = _stderr_of_failed_run(script, *args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert len(lines) <= 3 and lines[-1].startswith(expected.format(empty=empty)), lines
