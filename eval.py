@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fgbg.cli import entry_point
-from fgbg.evaluation import evaluate
+from fgbg.tasks.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -13,10 +13,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fgbg.build.generation import Settings, generate
+from fgbg.build.label import find_zips, label_dataset, measure
 from fgbg.cli import entry_point
-from fgbg.depth_stage import find_zips, label_dataset, measure
 from fgbg.errors import check_choice
-from fgbg.generation import Settings, generate
 
 log = logging.getLogger(__name__)
 STAGES = ("all", "depth", "measure")

@@ -31,14 +31,14 @@ from torch.utils.data import DataLoader
 
 from bench.report import Row, machine, table
 from bench.seed_baselines import MasterDataset, generate_fg_bg_images_jpg, map_names, seed_transform
-from fgbg.archive import atomic_zip
-from fgbg.compose import mask_on_black, paste, placements
+from fgbg.build.compose import mask_on_black, paste, placements
+from fgbg.build.depth import SceneDepth
+from fgbg.build.generation import Settings, generate
+from fgbg.build.sources import SampleScenes
 from fgbg.data.index import sample_id, select
 from fgbg.data.transforms import DEPTH_KEY, MASK_KEY, decode
-from fgbg.depth import SceneDepth
-from fgbg.generation import Settings, generate
-from fgbg.module import build_module
-from fgbg.names import (
+from fgbg.format.archive import atomic_zip
+from fgbg.format.names import (
     BG,
     BG_SIZE,
     DEPTH,
@@ -54,7 +54,7 @@ from fgbg.names import (
     source_member,
     zip_name,
 )
-from fgbg.sources import SampleScenes
+from fgbg.training.module import build_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"

@@ -14,8 +14,8 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import MissingMandatoryValue
 
-from . import run_dirs  # noqa: F401  (registers ${fgbg.run_dir:...} before Hydra composes the config)
-from .errors import EXIT_USER_ERROR, FgbgError
+from fgbg import run_dirs  # noqa: F401  (registers ${fgbg.run_dir:...} before Hydra composes the config)
+from fgbg.errors import EXIT_USER_ERROR, FgbgError
 
 
 def _full_errors() -> bool:

@@ -1,19 +1,13 @@
-"""Shared fixtures: one small generated dataset per test session."""
+"""Shared fixtures: one small generated dataset per test session, a tiny depth teacher, offline hub, one thread."""
 
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
+import torch
 
-from fgbg.depth import SceneDepth
-from fgbg.generation import Settings, generate
-from fgbg.sources import SampleScenes
-
-# 12 backgrounds x 12 foregrounds -> batch 1 (fg 1-10) and batch 2 (fg 11-12); 2 placements keep it fast.
-SMALL = Settings(n_bg=12, n_fg=12, placements=2, seed=0, jpeg_quality=90)
-
-
-def make_dataset(out_dir: Path, settings: Settings = SMALL, **kwargs) -> list[Path]:
-    return generate(SampleScenes(settings.seed), SceneDepth(), out_dir, settings, show_progress=False, **kwargs)
+from tests.helpers.data import make_dataset
+from tests.helpers.teacher import save_tiny_teacher
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +16,25 @@ def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small")
     make_dataset(out, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return save_tiny_teacher(tmp_path_factory.mktemp("tiny_teacher"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The tiny model runs about as fast as the decode threads beside it; on shared cores, OpenMP threads
+    spinning while those run make each forward wait (the tests take 5x longer)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network wait: huggingface_hub reads HF_HUB_OFFLINE once, at import, so set both."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -1,6 +1,6 @@
 import zipfile
 
-from fgbg.archive import _EPOCH, atomic_zip, batch_zips
+from fgbg.format.archive import _EPOCH, atomic_zip, batch_zips
 
 
 def test_members_are_written_as_zipfile_writestr_would(tmp_path):

@@ -3,13 +3,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 
-from fgbg import archive
 from fgbg.data import cache
 from fgbg.data.dataset import ZipSampleDataset
-from tests.paths import CONF_DIR
+from fgbg.format import archive
+from tests.helpers.configs import datamodule
 
 
 @pytest.fixture
@@ -18,14 +16,6 @@ def data_dir(small_dataset, tmp_path):
     for zip_path in small_dataset.glob("*.zip"):
         (tmp_path / zip_path.name).symlink_to(zip_path)
     return tmp_path
-
-
-def datamodule(data_dir, *overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.data_dir={data_dir}", "data.strategy=40k", "data.num_workers=0", *overrides])
-    dm = instantiate(cfg.data)
-    dm.setup()
-    return dm
 
 
 def assert_same_items(a, b):

@@ -10,9 +10,19 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fgbg.callbacks import GRID_COLUMNS, HEADER, MIN_TILE, PADDING, PredictionGrid, RngState, Timings, prediction_grid
-from fgbg.module import build_module
-from tests.test_module import _batch, _config, _loader
+from fgbg.training.callbacks import (
+    GRID_COLUMNS,
+    HEADER,
+    MIN_TILE,
+    PADDING,
+    PredictionGrid,
+    RngState,
+    Timings,
+    prediction_grid,
+)
+from fgbg.training.module import build_module
+from tests.helpers.configs import module_config
+from tests.helpers.data import fake_batch, fake_loader
 
 
 def _tile(image: np.ndarray, row: int, column: int, side: int) -> np.ndarray:
@@ -22,7 +32,7 @@ def _tile(image: np.ndarray, row: int, column: int, side: int) -> np.ndarray:
 
 
 def test_grid_rows_are_samples_and_columns_composite_masks_depths():
-    batch = _batch(batch=3, size=16)
+    batch = fake_batch(batch=3, size=16)
     prediction = {"mask": torch.rand(3, 1, 16, 16), "depth": torch.rand(3, 1, 16, 16)}
     image = np.asarray(prediction_grid(batch, prediction))
     side = MIN_TILE  # 16 px enlarged 4x
@@ -46,14 +56,14 @@ def test_prediction_grid_callback_writes_one_png_per_epoch_and_logs_to_wandb(tmp
     trainer = L.Trainer(accelerator="cpu", logger=logger, callbacks=[callback], max_epochs=2, limit_train_batches=1,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, log_every_n_steps=1)
-    trainer.fit(build_module(_config()), _loader(), _loader(6))
+    trainer.fit(build_module(module_config()), fake_loader(), fake_loader(6))
     wandb.finish()
     pngs = sorted(p.name for p in (tmp_path / "grids").iterdir())
     assert pngs == ["epoch_000.png", "epoch_001.png"]
     with Image.open(tmp_path / "grids" / "epoch_001.png") as image:
         assert image.size == (5 * (MIN_TILE + PADDING) + PADDING, HEADER + 3 * (MIN_TILE + PADDING) + PADDING)
     # Samples spread evenly over the validation set: the first, the middle and the last of 6.
-    expected_masks = _batch(6, 16)["ms_bg_image"][[0, 2, 5]]
+    expected_masks = fake_batch(6, 16)["ms_bg_image"][[0, 2, 5]]
     assert torch.equal(callback._batch["ms_bg_image"], expected_masks)
     logged = list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/predictions_*.png"))
     assert len(logged) == 2
@@ -63,7 +73,7 @@ class _SlowData(torch.utils.data.Dataset):
     """Samples that take ``delay`` seconds each to load."""
 
     def __init__(self, n: int, delay: float):
-        self.samples, self.delay = [{k: v[i] for k, v in _batch(n, 16).items()} for i in range(n)], delay
+        self.samples, self.delay = [{k: v[i] for k, v in fake_batch(n, 16).items()} for i in range(n)], delay
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -7,10 +7,10 @@ import pytest
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
+from fgbg.build.sources import SourceError
 from fgbg.cli import entry_point
 from fgbg.errors import EXIT_USER_ERROR, ConfigError, FgbgError, check_choice, check_fraction, check_int
-from fgbg.sources import SourceError
-from tests.paths import ROOT
+from tests.helpers.paths import ROOT
 
 
 def _raises(error):
@@ -29,7 +29,7 @@ def test_a_project_error_is_one_line_on_stderr_and_exit_2(capsys):
 
 
 def test_an_error_raised_inside_instantiate_is_reported_as_itself(capsys):
-    wrapped = InstantiationException("Error in call to target 'fgbg.sources.ImageFolders':\nSourceError(...)")
+    wrapped = InstantiationException("Error in call to target 'fgbg.build.sources.ImageFolders':\nSourceError(...)")
     wrapped.__cause__ = SourceError("bgs: does not exist")
     with pytest.raises(SystemExit):
         _raises(wrapped)(OmegaConf.create({}))

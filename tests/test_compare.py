@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from fgbg.compare import comparison_table
-from tests.paths import ROOT
+from fgbg.tools.compare import comparison_table
+from tests.helpers.paths import ROOT
 
 
 def test_table_has_one_row_per_run_and_marks_missing_values():

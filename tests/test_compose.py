@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fgbg.compose import flip_horizontal, mask_on_black, paste, placements
-from fgbg.names import OFFSET_RANGE
+from fgbg.build.compose import flip_horizontal, mask_on_black, paste, placements
+from fgbg.format.names import OFFSET_RANGE
 
 
 def test_placements_unique_per_axis_in_range_and_seeded():

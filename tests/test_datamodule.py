@@ -5,18 +5,16 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
 from fgbg.data.datamodule import EpochSampler, ResumableLoader
 from fgbg.data.index import sample_id
-from tests.paths import CONF_DIR
+from tests.helpers.configs import compose_config
 
 
 def datamodule_from_config(data_dir, *overrides):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.data_dir={data_dir}", "data.strategy=40k", "data.num_workers=0", *overrides])
+    cfg = compose_config("train", overrides=[f"data.data_dir={data_dir}", "data.strategy=40k", "data.num_workers=0", *overrides])
     return instantiate(cfg.data)
 
 

@@ -3,11 +3,10 @@ import zipfile
 import pytest
 
 from fgbg.data.dataset import ZipSampleDataset
-from fgbg.data.zipdir import MemberReader
 from fgbg.data.index import sample_id, select
 from fgbg.data.transforms import SampleTransform
-from fgbg.data.zipdir import read_directory
-from fgbg.names import SampleId
+from fgbg.format.names import SampleId
+from fgbg.format.zipdir import MemberReader, read_directory
 
 
 def _located(path):

@@ -7,20 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from fgbg import archive, names
+from fgbg.build.generation import Settings, generate
+from fgbg.build.label import label_zips, measure
+from fgbg.build.sources import SampleScenes
 from fgbg.data.index import index_zip
-from fgbg.depth_stage import label_zips, measure
 from fgbg.errors import EXIT_USER_ERROR
-from fgbg.generation import Settings, generate
-from fgbg.sources import SampleScenes
-from tests.conftest import make_dataset
-from tests.paths import CONF_DIR
-from tests.test_writers import flip_a_byte_inside
-# Fixtures (offline, one_torch_thread, tiny_dir) are shared with the teacher's tests.
-from tests.test_depth_teacher import TINY_SIZE, make_teacher, offline, one_torch_thread, tiny_dir  # noqa: F401
+from fgbg.format import archive, names
+from tests.helpers.configs import compose_config
+from tests.helpers.data import flip_a_byte_inside, make_dataset
+from tests.helpers.teacher import TINY_SIZE, make_teacher
 
 # Two zips: batch 1 with 40 composites, batch 2 with 8.
 DATA = Settings(n_bg=2, n_fg=12, placements=1, seed=0, jpeg_quality=90)
@@ -43,8 +40,7 @@ def data(scene_zips, tmp_path) -> Path:
 def _run(out_dir: Path, *overrides: str):
     import generate
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("generate", overrides=[f"out_dir={out_dir}", "progress=false", "workers=2", *overrides])
+    cfg = compose_config("generate", overrides=[f"out_dir={out_dir}", "progress=false", "workers=2", *overrides])
     generate.main(cfg)
 
 

@@ -1,78 +1,23 @@
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
-import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from fgbg.depth import Teacher, TeacherError
-from tests.paths import CONF_DIR
+from fgbg.build.depth import Teacher, TeacherError
+from tests.helpers.configs import compose_config
+from tests.helpers.teacher import TINY_SIZE, make_teacher
 
-TINY_SIZE = 28  # the tiny teacher's input: 2x2 patches of 14
-
-
-def save_tiny_teacher(folder: Path) -> Path:
-    """A random Depth Anything (41k parameters) and its image processor, saved as a hub download would be."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    backbone = Dinov2Config(
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-        image_size=TINY_SIZE, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
-    )
-    # A wider initialisation than the default 0.02, whose random head predicts ~1e-7 everywhere.
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 16, 16],
-        fusion_hidden_size=8, head_hidden_size=4, initializer_range=0.3,
-    )
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(
-        size={"height": TINY_SIZE, "width": TINY_SIZE}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(folder)
-    return folder
-
-
-def make_teacher(model: str | Path, **overrides) -> Teacher:
-    """A teacher with conf/depth/hub.yaml's settings, as generate.py makes one, on the CPU (float32 everywhere)."""
-    overrides = {"device": "cpu", **overrides}
-    return instantiate(OmegaConf.load(CONF_DIR / "depth" / "hub.yaml"), model=str(model), **overrides)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return save_tiny_teacher(tmp_path_factory.mktemp("tiny_teacher"))
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model runs about as fast as the decode threads beside it; on shared cores, OpenMP threads
-    spinning while those run make each forward wait (the tests take 5x longer)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No network wait: huggingface_hub reads HF_HUB_OFFLINE once, at import, so set both."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize(
     "depth, model",
     [("depth_anything_v2_small", "depth-anything/Depth-Anything-V2-Small-hf"), ("dpt_hybrid", "Intel/dpt-hybrid-midas")],
 )
 def test_teacher_configs_compose_without_loading(depth, model):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("generate", overrides=[f"depth={depth}"])
+    cfg = compose_config("generate", overrides=[f"depth={depth}"])
     teacher = instantiate(cfg.depth)
     assert isinstance(teacher, Teacher) and teacher.model == model and teacher.net is None
 

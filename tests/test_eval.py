@@ -1,13 +1,11 @@
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from fgbg.evaluation import evaluate, format_table
-from fgbg.module import CheckpointError
-from fgbg.training import train
-from tests.paths import CONF_DIR
-from tests.test_train import train_config
+from fgbg.tasks.evaluate import evaluate, format_table
+from fgbg.tasks.train import train
+from fgbg.training.module import CheckpointError
+from tests.helpers.configs import compose_config, train_config
 
 METRICS = {
     f"test/{name}"
@@ -31,8 +29,7 @@ def eval_config(data_dir, out_dir, ckpt_path, *overrides):
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
     ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("eval", overrides=base + list(overrides))
+    return compose_config("eval", overrides=base + list(overrides))
 
 
 @pytest.fixture(scope="module")

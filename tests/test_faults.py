@@ -10,10 +10,10 @@ import zipfile
 
 import pytest
 
-from fgbg import archive
-from fgbg.generation import Settings
-from tests.conftest import SMALL, make_dataset
-from tests.paths import ROOT
+from fgbg.build.generation import Settings
+from fgbg.format import archive
+from tests.helpers.data import SMALL, make_dataset
+from tests.helpers.paths import ROOT
 
 # Three zips of 8,000 composites each: long enough (seconds) for kills to land inside a zip.
 KILLED = Settings(n_bg=100, n_fg=30, placements=4, seed=5, jpeg_quality=SMALL.jpeg_quality)

@@ -3,9 +3,9 @@ import zipfile
 import numpy as np
 from PIL import Image
 
-from fgbg.gallery import CAPTION, PADDING, TITLE, gallery, pick
-from fgbg.names import BG_SIZE, CATEGORIES, FG, FG_BG, FG_SIZE, MASK, MASK_BLACK, parse_member
-from fgbg.stats import batch_zips, decode, members
+from fgbg.format.names import BG_SIZE, CATEGORIES, FG, FG_BG, FG_SIZE, MASK, MASK_BLACK, parse_member
+from fgbg.tools.gallery import CAPTION, PADDING, TITLE, gallery, pick
+from fgbg.tools.stats import batch_zips, decode, members
 
 
 def _candidates(data_dir, category):

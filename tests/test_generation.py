@@ -7,17 +7,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from fgbg import archive, names
-from fgbg.depth import SceneDepth
+from fgbg.build.compose import flip_horizontal, mask_on_black, placements
+from fgbg.build.depth import SceneDepth
+from fgbg.build.generation import Settings
+from fgbg.build.scenes import background, foreground
 from fgbg.errors import EXIT_USER_ERROR, ConfigError
-from fgbg.compose import flip_horizontal, mask_on_black, placements
-from fgbg.generation import Settings
-from fgbg.scenes import background, foreground
-from tests.conftest import SMALL, make_dataset
-from tests.paths import CONF_DIR, ROOT
+from fgbg.format import archive, names
+from tests.helpers.configs import compose_config
+from tests.helpers.data import SMALL, make_dataset
+from tests.helpers.paths import ROOT
 
 
 def _decode(zf: zipfile.ZipFile, member: str) -> np.ndarray:
@@ -145,8 +145,7 @@ def test_existing_zip_with_other_settings_is_not_silently_kept(small_dataset, tm
 def test_bad_config_is_one_line_before_writing(tmp_path, capsys, override, message):
     import generate
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("generate", overrides=["n_bg=2", "n_fg=12", f"out_dir={tmp_path / 'out'}", "progress=false", override])
+    cfg = compose_config("generate", overrides=["n_bg=2", "n_fg=12", f"out_dir={tmp_path / 'out'}", "progress=false", override])
     with pytest.raises(SystemExit) as stopped:
         generate.main(cfg)
     assert stopped.value.code == EXIT_USER_ERROR
@@ -183,8 +182,7 @@ def test_a_bad_value_on_the_command_line_is_one_short_error(tmp_path):
 def test_generate_entry_point_composes_and_writes(tmp_path):
     import generate
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("generate", overrides=["n_bg=2", "n_fg=3", "placements=1", f"out_dir={tmp_path}", "progress=false"])
+    cfg = compose_config("generate", overrides=["n_bg=2", "n_fg=3", "placements=1", f"out_dir={tmp_path}", "progress=false"])
     generate.main(cfg)
     manifest = archive.read_manifest(tmp_path / "batch1_images.zip")
     assert manifest["counts"][names.FG_BG] == 3 * 2 * 2 * 1

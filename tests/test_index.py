@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from fgbg.data.index import SAMPLE, DatasetError, index_zip, sample_id, select, split
-from fgbg.names import BG, COMPOSITE_CATEGORIES, DEPTH, MANIFEST, SampleId, composite_member, source_member
-from tests.conftest import SMALL, make_dataset
+from fgbg.format.names import BG, COMPOSITE_CATEGORIES, DEPTH, MANIFEST, SampleId, composite_member, source_member
+from tests.helpers.data import SMALL, make_dataset
 
 STRATEGIES = {
     "small": {"batches": [1], "n_bg": 5},

@@ -10,15 +10,14 @@ import sys
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 import fgbg.run_dirs
 from fgbg.errors import ConfigError
-from fgbg.training import train
-from tests.paths import CONF_DIR, ROOT
-from tests.test_train import train_config
+from fgbg.tasks.train import train
+from tests.helpers.configs import compose_config, train_config
+from tests.helpers.paths import ROOT
 
 
 class SignalAt(L.Callback):
@@ -116,8 +115,7 @@ def test_run_folders_made_in_the_same_second_differ(tmp_path, monkeypatch):
     monkeypatch.setattr(fgbg.run_dirs.time, "strftime", lambda pattern: "2030-01-01_00-00-00")
     folders = []
     for _ in range(3):  # three processes' configs: each resolves hydra.run.dir once
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose("train", return_hydra_config=True)
+        cfg = compose_config("train", return_hydra_config=True)
         folders.append(cfg.hydra.run.dir)
         assert cfg.hydra.run.dir == folders[-1]  # cached: a second read makes no new folder
     base = "outputs/train/2030-01-01_00-00-00"
@@ -128,8 +126,7 @@ def test_run_folders_made_in_the_same_second_differ(tmp_path, monkeypatch):
 
 def _config_error(data_dir, *overrides) -> str:
     """The message of the ConfigError that building the data module raises."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"data.data_dir={data_dir}", *overrides])
+    cfg = compose_config("train", overrides=[f"data.data_dir={data_dir}", *overrides])
     with pytest.raises(InstantiationException) as error:
         instantiate(cfg.data)
     assert isinstance(error.value.__cause__, ConfigError)

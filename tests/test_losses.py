@@ -5,8 +5,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fgbg.losses import MaskDepthLoss, dice_loss, gradient_loss
-from tests.paths import CONF_DIR
+from fgbg.training.losses import MaskDepthLoss, dice_loss, gradient_loss
+from tests.helpers.paths import CONF_DIR
 
 
 def _fixed(seed: int = 0, size: int = 8) -> tuple[torch.Tensor, ...]:

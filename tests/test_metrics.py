@@ -4,9 +4,10 @@ import lightning as L
 import pytest
 import torch
 
-from fgbg.metrics import DEPTH_FLOOR, AbsRel, DeltaAccuracy, MaskDepthMetrics
-from fgbg.module import build_module
-from tests.test_module import _config, _loader
+from fgbg.training.metrics import DEPTH_FLOOR, AbsRel, DeltaAccuracy, MaskDepthMetrics
+from fgbg.training.module import build_module
+from tests.helpers.configs import module_config
+from tests.helpers.data import fake_loader
 
 NAMES = ("mask_iou", "mask_dice", "depth_rmse", "depth_mae", "depth_abs_rel", "depth_delta1", "depth_ssim")
 # SSIM's constants for data range 1: (0.01 * 1)^2 and (0.03 * 1)^2.
@@ -100,19 +101,19 @@ def test_two_batches_equal_their_concatenation():
 
 def test_module_logs_epoch_metrics_of_the_last_validation_only(tmp_path):
     torch.manual_seed(0)
-    module = build_module(_config())
+    module = build_module(module_config())
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, num_sanity_val_steps=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path)
-    trainer.fit(module, _loader(), _loader(6))
+    trainer.fit(module, fake_loader(), fake_loader(6))
     logged = {name: trainer.callback_metrics[f"val/{name}"].item() for name in NAMES}
 
     # The same weights over the whole validation set, by hand: the sanity check's batches are not in it.
     expected = MaskDepthMetrics()
     with torch.no_grad():
-        for batch in _loader(6):
+        for batch in fake_loader(6):
             expected.update(*module.eval()(batch), batch["ms_bg_image"], batch["dp_image"])
     assert logged == pytest.approx({k: v.item() for k, v in expected.compute().items()}, abs=1e-6)
 
-    trainer.test(module, _loader(6))
+    trainer.test(module, fake_loader(6))
     assert {f"test/{name}" for name in NAMES} <= set(trainer.callback_metrics)

@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from fgbg import names
-from fgbg.names import BadNameError, SampleId
+from fgbg.format import names
+from fgbg.format.names import BadNameError, SampleId
 
 
 def test_seed_document_names():

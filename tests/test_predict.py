@@ -6,22 +6,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 
 import predict as predict_script
-from fgbg import prediction
 from fgbg.data.index import sample_id as index_sample_id
 from fgbg.data.transforms import BG_KEY, FG_BG_KEY, SampleTransform
 from fgbg.errors import FgbgError
-from fgbg.images import ImageError
-from fgbg.names import BG, FG_BG, SampleId, composite_member, source_member
-from fgbg.prediction import GAP, PredictionError, predict
-from fgbg.training import train
-from tests.paths import CONF_DIR
-from tests.test_sources import JPEG_TOLERANCE, grey_levels
-from tests.test_train import train_config
+from fgbg.format.images import ImageError
+from fgbg.format.names import BG, FG_BG, SampleId, composite_member, source_member
+from fgbg.tasks import predict as prediction
+from fgbg.tasks.predict import GAP, PredictionError, predict
+from fgbg.tasks.train import train
+from tests.helpers.configs import compose_config, train_config
+from tests.helpers.data import JPEG_TOLERANCE, grey_levels
 
 # Inputs of any size are resized to the checkpoint's image size and the predictions back.
 WIDTH, HEIGHT = 100, 70
@@ -84,8 +82,7 @@ def test_writes_mask_depth_and_figure_per_composite(checkpoints, images, tmp_pat
 def test_predict_py_through_hydra(checkpoints, images, tmp_path):
     out = tmp_path / "out"
     overrides = [f"ckpt_path={checkpoints['unet']}", f"bg={images / 'bg.jpg'}", f"inputs={images / 'a.jpg'}", f"out={out}"]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("predict", overrides=overrides)
+    cfg = compose_config("predict", overrides=overrides)
     assert cfg.device == "auto"
     predict_script.main(cfg)
     assert _files(out) == {"a_mask.png", "a_depth.png", "a_side_by_side.png"}
@@ -201,7 +198,7 @@ def _bytes(folder) -> dict[str, bytes]:
 
 
 def test_out_equal_to_inputs_leaves_the_inputs_unchanged(checkpoints, images, caplog):
-    caplog.set_level(logging.INFO, logger="fgbg.prediction")
+    caplog.set_level(logging.INFO, logger="fgbg.tasks.predict")
     inputs = _bytes(images)
     outputs = {f"{stem}_{kind}.png" for stem in ("a", "b") for kind in ("mask", "depth", "side_by_side")}
     for _ in range(2):  # the second run finds the first one's outputs among the composites

@@ -6,10 +6,10 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from fgbg.module import build_module
-from tests.conftest import SMALL, make_dataset
-from tests.paths import ROOT
-from tests.test_train import train_config
+from fgbg.training.module import build_module
+from tests.helpers.configs import train_config
+from tests.helpers.data import SMALL, make_dataset
+from tests.helpers.paths import ROOT
 
 
 @pytest.mark.slow

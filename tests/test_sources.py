@@ -8,19 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgbg.depth import SceneDepth
+from fgbg.build.depth import SceneDepth
+from fgbg.build.generation import Settings, generate
+from fgbg.build.sources import ImageFolders, SourceError
 from fgbg.errors import ConfigError, FgbgError
-from fgbg.generation import Settings, generate
-from fgbg.images import ImageError
-from fgbg.names import BG, source_member
-from fgbg.sources import ImageFolders, SourceError
-
-JPEG_TOLERANCE = 3  # grey levels
-
-
-def grey_levels(width: int, height: int) -> np.ndarray:
-    """``(height, width)`` uint8, levels 16..240 along each row: smooth, so JPEG keeps them within JPEG_TOLERANCE."""
-    return np.tile(np.linspace(16, 240, width).round().astype(np.uint8), (height, 1))
+from fgbg.format.images import ImageError
+from fgbg.format.names import BG, source_member
+from tests.helpers.data import JPEG_TOLERANCE, grey_levels
 
 
 def _save(path, array, mode=None):
@@ -171,7 +165,7 @@ def test_a_fully_opaque_foreground_and_a_stretched_background_are_warned_about_o
     _save(tmp_path / "bg" / "big.jpg", np.zeros((300, 300, 3), np.uint8))  # resized, but still square
     _save(tmp_path / "fg" / "block.png", np.full((80, 80, 4), 255, np.uint8))
     _save(tmp_path / "fg" / "cut.png", _rgba(100))
-    with caplog.at_level(logging.WARNING, logger="fgbg.sources"):
+    with caplog.at_level(logging.WARNING, logger="fgbg.build.sources"):
         ImageFolders(tmp_path / "bg", tmp_path / "fg").load(2, 2)
     assert [r.getMessage() for r in caplog.records] == [
         f"{tmp_path / 'bg' / 'wide.jpg'}: 200x100 is resized to 160x160, away from its aspect ratio",

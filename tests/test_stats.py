@@ -6,9 +6,9 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from fgbg.names import CATEGORIES, parse_member
-from fgbg.stats import batch_zips, category_stats, main
-from tests.paths import CONF_DIR
+from fgbg.format.names import CATEGORIES, parse_member
+from fgbg.tools.stats import batch_zips, category_stats, main
+from tests.helpers.paths import CONF_DIR
 
 
 def _numpy_stats(data_dir, limit=None, gray=False) -> dict[str, dict[str, float]]:

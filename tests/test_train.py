@@ -4,28 +4,11 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from fgbg.module import CheckpointError
-from fgbg.training import train
-from tests.paths import CONF_DIR, ROOT
-
-
-def train_config(data_dir, out_dir, *overrides):
-    base = [
-        f"data.data_dir={data_dir}",
-        "data.strategy=40k",
-        "data.num_workers=0",
-        "data.batch_size=8",
-        "data.image_size=32",
-        f"paths.output_dir={out_dir}",
-        "logger=csv",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-    ]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=base + list(overrides))
+from fgbg.tasks.train import train
+from fgbg.training.module import CheckpointError
+from tests.helpers.configs import train_config
+from tests.helpers.paths import ROOT
 
 
 @pytest.mark.parametrize("model", ["net", "convgen"])

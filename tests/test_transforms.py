@@ -1,7 +1,7 @@
 import pytest
 
-from fgbg.errors import ConfigError
 from fgbg.data.transforms import SampleTransform
+from fgbg.errors import ConfigError
 
 
 @pytest.mark.parametrize(

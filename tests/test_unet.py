@@ -5,9 +5,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from fgbg.models.unet import PretrainedWeightsError, UNet
-from fgbg.training import train
-from tests.paths import CONF_DIR
-from tests.test_train import train_config
+from fgbg.tasks.train import train
+from tests.helpers.configs import train_config
+from tests.helpers.paths import CONF_DIR
 
 
 def configured(**overrides) -> UNet:

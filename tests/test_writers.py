@@ -5,7 +5,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -16,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgbg import archive
+from fgbg.build.generation import Settings, generate
+from fgbg.build.sources import ImageFolders, SampleScenes
 from fgbg.errors import EXIT_USER_ERROR
-from fgbg.generation import Settings, generate
-from fgbg.sources import ImageFolders, SampleScenes
-from tests.conftest import SMALL, make_dataset
-from tests.paths import ROOT
-from tests.test_cache import datamodule
+from fgbg.format import archive
+from tests.helpers.configs import datamodule
+from tests.helpers.data import SMALL, flip_a_byte_inside, make_dataset
+from tests.helpers.paths import ROOT
 
 # Two zips (fg 1-10, fg 11-12) of a few dozen composites each.
 TINY = Settings(n_bg=3, n_fg=12, placements=2, seed=3, jpeg_quality=SMALL.jpeg_quality)
@@ -33,7 +32,7 @@ ZIPS = ["batch1_images.zip", "batch2_images.zip"]
 GATED_GENERATE = """
 import runpy, sys, time
 from pathlib import Path
-import fgbg.generation as generation
+import fgbg.build.generation as generation
 gate = Path(sys.argv.pop(1))
 decide = generation._pending
 def decide_then_wait(*args, **kwargs):
@@ -52,7 +51,7 @@ STUCK_CACHE_BUILD = """
 import sys, time
 from fgbg.data import cache
 cache._Chunks.__getitem__ = lambda self, chunk: time.sleep(600)
-from tests.test_cache import datamodule
+from tests.helpers.configs import datamodule
 datamodule(sys.argv[1], "data.cache=true", "data.num_workers=2")
 """
 
@@ -105,19 +104,6 @@ def _assert_workers_die_with(process: subprocess.Popen, n_workers: int) -> None:
     for pid in survivors:  # left running, they would finish their task and then wait for work forever
         os.kill(pid, signal.SIGKILL)
     assert not survivors
-
-
-def flip_a_byte_inside(path: Path, member: str) -> None:
-    """Invert one byte in the middle of ``member``'s data in the zip ``path`` (its directory stays intact)."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(member)
-    with open(path, "r+b") as raw:
-        raw.seek(info.header_offset + 26)  # the local header's file name and extra field lengths
-        name_length, extra_length = struct.unpack("<HH", raw.read(4))
-        raw.seek(info.header_offset + 30 + name_length + extra_length + info.compress_size // 2)
-        byte = raw.read(1)[0]
-        raw.seek(-1, os.SEEK_CUR)
-        raw.write(bytes([byte ^ 0xFF]))
 
 
 def _folder_source(root: Path, settings: Settings) -> ImageFolders:
@@ -181,7 +167,7 @@ def test_each_writer_has_its_own_partial_and_leftovers_of_killed_writers_go(tmp_
         return real(self, manifest)
 
     monkeypatch.setattr(archive.BatchWriter, "write_manifest", look)
-    with caplog.at_level(logging.INFO, logger="fgbg.archive"):
+    with caplog.at_level(logging.INFO, logger="fgbg.format.archive"):
         make_dataset(out, TINY, workers=1)
     assert seen == [[f"{ZIPS[0]}.partial-{os.getpid()}"], [ZIPS[0], f"{ZIPS[1]}.partial-{os.getpid()}"]]
     assert sorted(p.name for p in out.iterdir()) == ZIPS
@@ -196,7 +182,7 @@ def test_a_damaged_finished_zip_is_written_again(tmp_path, caplog):
     flip_a_byte_inside(out / ZIPS[0], member)
     with zipfile.ZipFile(out / ZIPS[0]) as zf:
         assert zf.testzip() == member and archive.damaged_member(zf) == member
-    with caplog.at_level(logging.WARNING, logger="fgbg.generation"):
+    with caplog.at_level(logging.WARNING, logger="fgbg.build.generation"):
         assert make_dataset(out, TINY, workers=1) == [out / ZIPS[0]]
     assert f"{out / ZIPS[0]}: member {member} is damaged" in caplog.text
     assert (out / ZIPS[0]).read_bytes() == intact

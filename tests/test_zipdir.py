@@ -2,11 +2,10 @@
 
 import zipfile
 
-import numpy as np
 import pytest
 
-from fgbg.data import zipdir
-from fgbg.data.zipdir import MEMBER, read_directory
+from fgbg.format import zipdir
+from fgbg.format.zipdir import MEMBER, read_directory
 
 
 def _zipfile_view(path):

@@ -6,7 +6,7 @@ samples, image size, grayscale) and afterwards feeds batches with a few array co
 (each zip's name, size and modification time, the samples' selection, the transform's size and colour),
 so a regenerated dataset or another selection gets a cache of its own. It is built in a temporary folder
 (``<folder>.partial-<pid>``) renamed into place when complete: an interrupted build leaves nothing that
-would be read. One process builds a given cache (:func:`~fgbg.archive.sole_writer`; a second waits, then
+would be read. One process builds a given cache (:func:`~fgbg.format.archive.sole_writer`; a second waits, then
 reads it), its loader workers die with it, and partials of killed builds are removed by the next build.
 
 Per folder, one ``.npy`` per key of the batch contract (pixels as ``SampleTransform.resized`` gives them):
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from ..archive import PARTIAL_SUFFIX, ArchiveError, die_with_parent, partial_path, sole_writer
-from .dataset import PixelDataset, ZipSampleDataset
-from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from fgbg.data.dataset import PixelDataset, ZipSampleDataset
+from fgbg.data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from fgbg.format.archive import PARTIAL_SUFFIX, ArchiveError, die_with_parent, partial_path, sole_writer
 
 SAMPLES = "samples.npy"
 PER_SAMPLE = (FG_BG_KEY, MASK_KEY, DEPTH_KEY)
@@ -126,7 +126,7 @@ def _write(folder: Path, source: ZipSampleDataset, table: np.ndarray, workers: i
 
 
 def _die_with_parent(parent_pid: int, worker_id: int) -> None:
-    """A loader worker's ``worker_init_fn``: :func:`~fgbg.archive.die_with_parent`."""
+    """A loader worker's ``worker_init_fn``: :func:`~fgbg.format.archive.die_with_parent`."""
     die_with_parent(parent_pid)
 
 

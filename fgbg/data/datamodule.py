@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..errors import ConfigError, check_choice, check_fraction, check_int, check_seed
-from .cache import CachedSampleDataset, build
-from .dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
-from .index import select, split
-from .transforms import SampleTransform
+from fgbg.data.cache import CachedSampleDataset, build
+from fgbg.data.dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
+from fgbg.data.index import select, split
+from fgbg.data.transforms import SampleTransform
+from fgbg.errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 
 
 class EpochSampler(DistributedSampler):
@@ -150,7 +150,7 @@ class ZipDataModule(L.LightningDataModule):
             dataset,
             sampler=EpochSampler(dataset, self.seed, replicas, rank),
             # Its own generator for the workers' base seed: the loader leaves the global random state alone,
-            # so the one a checkpoint restores (fgbg.callbacks.RngState) continues as if never stopped.
+            # so the one a checkpoint restores (fgbg.training.callbacks.RngState) continues as if never stopped.
             generator=torch.Generator().manual_seed(self.seed),
             **self._loader_args(),
         )

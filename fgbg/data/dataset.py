@@ -14,11 +14,11 @@ import simplejpeg
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import check_choice
-from ..names import BG, BG_SIZE, composite_member, source_member
-from .index import SAMPLE_IMAGES, sample_id
-from .transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
-from .zipdir import MemberReader
+from fgbg.data.index import SAMPLE_IMAGES, sample_id
+from fgbg.data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from fgbg.errors import check_choice
+from fgbg.format.names import BG, BG_SIZE, composite_member, source_member
+from fgbg.format.zipdir import MemberReader
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FgbgError
-from ..names import (
+from fgbg.errors import FgbgError
+from fgbg.format.names import (
     BG,
     CATEGORIES,
     COMPOSITE_CATEGORIES,
@@ -41,7 +41,7 @@ from ..names import (
     source_member,
     zip_name,
 )
-from .zipdir import MEMBER, MemberReader, read_directory
+from fgbg.format.zipdir import MEMBER, MemberReader, read_directory
 
 log = logging.getLogger(__name__)
 

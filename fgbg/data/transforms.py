@@ -17,8 +17,8 @@ import simplejpeg
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, check_int
-from ..names import BG, BG_SIZE, FG_BG
+from fgbg.errors import ConfigError, check_int
+from fgbg.format.names import BG, BG_SIZE, FG_BG
 
 # Keys of the batch contract (the source document's names).
 BG_KEY, FG_BG_KEY, MASK_KEY, DEPTH_KEY = "bg_image", "fg_bg_image", "ms_bg_image", "dp_image"

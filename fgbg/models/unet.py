@@ -8,7 +8,7 @@ from segmentation_models_pytorch.base.initialization import initialize_decoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
 from torch import Tensor, nn
 
-from ..errors import FgbgError
+from fgbg.errors import FgbgError
 
 
 class PretrainedWeightsError(FgbgError, RuntimeError):

@@ -3,7 +3,7 @@ that make it stop and resume cleanly (:class:`CleanExit`, :class:`RngState`).
 
 The source document saved prediction images from inside its training loop (``saveimage``) and timed data
 loading, model and other work by hand; here both are Lightning callbacks, configured in ``conf/callbacks/``.
-The two others are always on: ``fgbg.training.train`` adds them.
+The two others are always on: ``fgbg.tasks.train.train`` adds them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The LightningModule: a model from ``conf/model/``, the loss from ``conf/loss/``, the optimiser and schedule.
 
-Validation and test also accumulate the held-out metrics of ``fgbg.metrics`` (``val/mask_iou``, ...) per epoch.
+Validation and test also accumulate the held-out metrics of ``fgbg.training.metrics`` (``val/mask_iou``, ...) per epoch.
 
 ``build_module(cfg)`` makes it from a composed config (train, eval and predict share it) and records
 those config groups in the module's hyperparameters, so a checkpoint carries plain config, not pickled
@@ -20,9 +20,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from .errors import FgbgError
-from .losses import MaskDepthLoss
-from .metrics import MaskDepthMetrics
+from fgbg.errors import FgbgError
+from fgbg.training.losses import MaskDepthLoss
+from fgbg.training.metrics import MaskDepthMetrics
+
+
+# Checkpoints record their components' ``_target_``; where a class has moved, the old name maps to the new one.
+MOVED_TARGETS = {"fgbg.losses.": "fgbg.training.losses."}
 
 
 class CheckpointError(FgbgError, ValueError):
@@ -150,7 +154,7 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> M
         raise CheckpointError(
             f"{path}: not a checkpoint of train.py (it holds no hyper_parameters.config and state_dict)"
         ) from error
-    module = build_module(OmegaConf.create(config))
+    module = build_module(OmegaConf.create(_moved_targets(config)))
     try:
         module.load_state_dict(weights)
     except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
@@ -158,6 +162,17 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> M
             f"{path}: its weights do not fit the model its config describes (damaged, or made by another version)"
         ) from error
     return module
+
+
+def _moved_targets(config):
+    """``config`` with the ``_target_`` of classes that have moved since it was saved rewritten to their new place."""
+    if isinstance(config, dict):
+        return {key: _moved_targets(value) for key, value in config.items()}
+    if isinstance(config, str):
+        for old, new in MOVED_TARGETS.items():
+            if config.startswith(old):
+                return new + config[len(old) :]
+    return config
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -1,11 +1,11 @@
-"""The depth stage: label the composites of finished batch zips with a :class:`~fgbg.depth.Teacher`.
+"""The depth stage: label the composites of finished batch zips with a :class:`~fgbg.build.depth.Teacher`.
 
 Each zip is rewritten as ``<zip>.partial-<pid>`` and renamed over the original only when complete: first
 the new ``depth_fg_bg_jpg`` maps under the seed's names, in the composites' order; then every other member
 but the old depth maps, copied as it was stored, in its order; then the manifest, its ``settings.depth``
 now the teacher's record. An interrupted run leaves each zip either labelled or as it was, and resumes
 per zip: a zip whose manifest already holds the same record is skipped. The run holds the zips' write
-locks (:func:`~fgbg.archive.sole_writer`) throughout, and checks every zip's members against their CRCs
+locks (:func:`~fgbg.format.archive.sole_writer`) throughout, and checks every zip's members against their CRCs
 before it trusts or copies them.
 
 While the model runs on the device, a thread pool reads and decodes the next composites and encodes the
@@ -31,7 +31,9 @@ import simplejpeg
 import torch
 from tqdm import tqdm
 
-from .archive import (
+from fgbg.build.depth import Teacher
+from fgbg.errors import ConfigError, check_int
+from fgbg.format.archive import (
     ArchiveError,
     BatchWriter,
     as_json,
@@ -41,9 +43,7 @@ from .archive import (
     encode_jpeg,
     sole_writer_of_each,
 )
-from .depth import Teacher
-from .errors import ConfigError, check_int
-from .names import (
+from fgbg.format.names import (
     BG_SIZE,
     DEPTH,
     FG_BG,

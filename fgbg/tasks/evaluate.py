@@ -10,10 +10,10 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from .data.index import DatasetError
-from .errors import check_seed
-from .module import load_module
-from .training import build_trainer
+from fgbg.data.index import DatasetError
+from fgbg.errors import check_seed
+from fgbg.tasks.train import build_trainer
+from fgbg.training.module import load_module
 
 log = logging.getLogger(__name__)
 

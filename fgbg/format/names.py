@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import FgbgError
+from fgbg.errors import FgbgError
 
 BG_SIZE = 160
 FG_SIZE = 80

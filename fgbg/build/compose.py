@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .names import OFFSET_RANGE
+from fgbg.format.names import OFFSET_RANGE
 
 
 def check_placements(count: int, offset_range: int = OFFSET_RANGE) -> None:

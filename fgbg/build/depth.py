@@ -7,7 +7,7 @@ so a grey level means the same distance in every image.
 
 ``Teacher``: a pretrained monocular depth model from the Hugging Face hub or a local folder, for images
 without scene depth; each map is normalised on its own (:data:`ENCODING`). The depth stage
-(:mod:`fgbg.depth_stage`) runs it over finished batch zips.
+(:mod:`fgbg.build.label`) runs it over finished batch zips.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import FgbgError
-from .names import BG_SIZE
+from fgbg.errors import FgbgError
+from fgbg.format.names import BG_SIZE
 
 
 class SceneDepth:

@@ -17,9 +17,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import CleanExit, PredictionGrid, RngState
-from .errors import check_seed
-from .module import build_module, read_checkpoint
+from fgbg.errors import check_seed
+from fgbg.training.callbacks import CleanExit, PredictionGrid, RngState
+from fgbg.training.module import build_module, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None) -> L.Trainer:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (resuming from ``cfg.ckpt_path`` when set), then test; return the last logged metrics.
 
-    Stopped by SIGTERM or Ctrl-C (see :class:`~fgbg.callbacks.CleanExit`): ``last.ckpt`` is saved at the
+    Stopped by SIGTERM or Ctrl-C (see :class:`~fgbg.training.callbacks.CleanExit`): ``last.ckpt`` is saved at the
     step reached, ``metrics.json`` gets what was logged and ``"interrupted": "<signal>"``, the command that
     resumes is printed, and it raises ``SystemExit(128 + signal)``: 143 for SIGTERM, 130 for Ctrl-C.
     """

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import scenes
-from .errors import FgbgError, check_choice
-from .images import read_image
-from .names import BG_SIZE, FG_SIZE
+from fgbg.build import scenes
+from fgbg.errors import FgbgError, check_choice
+from fgbg.format.images import read_image
+from fgbg.format.names import BG_SIZE, FG_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Scenes:
 
 
 class SampleScenes:
-    """The built-in rooms and objects of :mod:`fgbg.scenes`, seeded; they carry exact depth."""
+    """The built-in rooms and objects of :mod:`fgbg.build.scenes`, seeded; they carry exact depth."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed

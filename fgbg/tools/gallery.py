@@ -1,6 +1,6 @@
 """A PNG gallery per category: a titled grid of samples, the source document's GalleryUtil as a command.
 
-    python -m fgbg.gallery data/sample --out docs/gallery [--n 8] [--columns 4] [--seed 0]
+    python -m fgbg.tools.gallery data/sample --out docs/gallery [--n 8] [--columns 4] [--seed 0]
 
 writes ``<out>/<category>.png`` for each category (``bg_jpg.png``, ``fg_bg_jpg.png``, ...): ``n`` images
 drawn at random (seeded) from all the zips, each captioned with its id, shown at their stored size. The
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .names import CATEGORIES, COMPOSITE_CATEGORIES, parse_member
-from .stats import batch_zips, decode, members
+from fgbg.format.names import CATEGORIES, COMPOSITE_CATEGORIES, parse_member
+from fgbg.tools.stats import batch_zips, decode, members
 
 PADDING = 6
 CAPTION = 12
@@ -83,7 +83,7 @@ def gallery(data_dir: str | Path, out_dir: str | Path, n: int = 8, columns: int 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fgbg.gallery", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fgbg.tools.gallery", description=__doc__.split("\n")[0])
     parser.add_argument("data_dir", help="folder holding batch<N>_images.zip")
     parser.add_argument("--out", required=True, help="folder for <category>.png")
     parser.add_argument("--n", type=int, default=8, help="images per gallery")

@@ -2,10 +2,10 @@
 
 One zip per ``FG_PER_ZIP`` foregrounds; zips are independent, so they are written by separate
 processes here and can be split across Hydra launcher jobs (``batch=N``) with identical bytes.
-Scene depth is painted with the composites; a depth model (:class:`~fgbg.depth.Teacher`) labels the
-finished zips afterwards, in the depth stage (:mod:`fgbg.depth_stage`).
+Scene depth is painted with the composites; a depth model (:class:`~fgbg.build.depth.Teacher`) labels the
+finished zips afterwards, in the depth stage (:mod:`fgbg.build.label`).
 
-A run holds the write lock of every zip it may write (:func:`~fgbg.archive.sole_writer`) from before it
+A run holds the write lock of every zip it may write (:func:`~fgbg.format.archive.sole_writer`) from before it
 decides what to skip until it ends: a second run of the same zips refuses at once (or waits), while jobs
 writing different ``batch=N`` zips of one folder run side by side. Its worker processes die with it.
 """
@@ -25,7 +25,12 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from .archive import (
+from fgbg.build.compose import flip_horizontal, mask_on_black, paste, placements
+from fgbg.build.depth import SceneDepth, Teacher
+from fgbg.build.label import label_locked_zips
+from fgbg.build.sources import Scenes, SourceError
+from fgbg.errors import check_int
+from fgbg.format.archive import (
     ArchiveError,
     as_json,
     atomic_zip,
@@ -34,11 +39,7 @@ from .archive import (
     finished_zip,
     sole_writer_of_each,
 )
-from .compose import flip_horizontal, mask_on_black, paste, placements
-from .depth import SceneDepth, Teacher
-from .depth_stage import label_locked_zips
-from .errors import check_int
-from .names import (
+from fgbg.format.names import (
     BG,
     BG_SIZE,
     DEPTH,
@@ -54,7 +55,6 @@ from .names import (
     source_member,
     zip_name,
 )
-from .sources import Scenes, SourceError
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY = 500

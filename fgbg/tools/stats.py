@@ -1,6 +1,6 @@
 """The source document's table: mean and std of the pixels of each category, in one pass over the zips.
 
-    python -m fgbg.stats data/sample --out conf/data/stats/mine.yaml [--limit 100] [--gray]
+    python -m fgbg.tools.stats data/sample --out conf/data/stats/mine.yaml [--limit 100] [--gray]
     python train.py data/stats=mine data.normalize=true
 
 Pixels are read as stored (full size), scaled to [0, 1]: bg/fg/fg_bg in colour, one mean and std over
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from . import archive
-from .names import BG, CATEGORIES, FG, FG_BG, BadNameError, parse_member
+from fgbg.format import archive
+from fgbg.format.names import BG, CATEGORIES, FG, FG_BG, BadNameError, parse_member
 
 COLOUR = (BG, FG, FG_BG)
 
@@ -92,7 +92,7 @@ def write_stats(stats: dict[str, dict[str, float]], path: str | Path, comment: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fgbg.stats", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fgbg.tools.stats", description=__doc__.split("\n")[0])
     parser.add_argument("data_dir", help="folder holding batch<N>_images.zip")
     parser.add_argument("--out", required=True, help="YAML to write, e.g. conf/data/stats/mine.yaml")
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per category per zip")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     stats = category_stats(zips, gray=args.gray, limit=args.limit)
     read = "grey" if args.gray else "colour"
     subsample = f", at most {args.limit} images per category per zip" if args.limit else ""
-    comment = f"python -m fgbg.stats: {len(zips)} zip(s) in {args.data_dir}, bg/fg/fg_bg read in {read}{subsample}."
+    comment = f"python -m fgbg.tools.stats: {len(zips)} zip(s) in {args.data_dir}, bg/fg/fg_bg read in {read}{subsample}."
     write_stats(stats, args.out, comment)
     for category, values in stats.items():
         print(f"Category : {category:<16} Mean : {values['mean']:.6f},  Std : {values['std']:.6f}")

@@ -32,8 +32,8 @@ from typing import Iterable, Iterator
 import numpy as np
 import simplejpeg
 
-from .errors import FgbgError
-from .names import MANIFEST, BadNameError, parse_zip_name
+from fgbg.errors import FgbgError
+from fgbg.format.names import MANIFEST, BadNameError, parse_zip_name
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .archive import atomic_path, encode_jpeg
-from .data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
-from .errors import FgbgError
-from .images import read_image
-from .module import MaskDepthModule, load_module
+from fgbg.data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from fgbg.errors import FgbgError
+from fgbg.format.archive import atomic_path, encode_jpeg
+from fgbg.format.images import read_image
+from fgbg.training.module import MaskDepthModule, load_module
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,8 @@ def predict(
         batch_size: composites per forward pass.
 
     Returns the written files, three per composite (see the module's docstring).
-    Raises, before writing anything, :class:`~fgbg.module.CheckpointError` for a missing or unreadable
-    checkpoint, :class:`~fgbg.images.ImageError` for a missing or unreadable image, and
+    Raises, before writing anything, :class:`~fgbg.training.module.CheckpointError` for a missing or unreadable
+    checkpoint, :class:`~fgbg.format.images.ImageError` for a missing or unreadable image, and
     :class:`PredictionError` for a checkpoint without the training data's settings, composites whose size
     differs from the background's, two composites with the same stem, no composites at all, or an output
     that would overwrite an input.
@@ -178,7 +178,7 @@ def _refuse_overwriting_inputs(out: Path, paths: list[Path], bg: Path) -> None:
 
 
 def _read(path: Path, transform: SampleTransform) -> tuple[Image.Image, np.ndarray]:
-    """The image at ``path`` as it is (:func:`~fgbg.images.read_image`: 16-bit and float scaled to 8 bits) and
+    """The image at ``path`` as it is (:func:`~fgbg.format.images.read_image`: 16-bit and float scaled to 8 bits) and
     the uint8 pixels training's decoder makes of it (``transform.image``)."""
     image = read_image(path)
     # JPEGs go to training's decoder as they are; other images are encoded as JPEG first (REENCODE_QUALITY).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .names import BG_SIZE, FG_SIZE
+from fgbg.format.names import BG_SIZE, FG_SIZE
 
 
 def _rng(seed: int, kind: int, image_id: int) -> np.random.Generator:

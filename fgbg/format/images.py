@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import FgbgError
+from fgbg.errors import FgbgError
 
 # The top of the deep modes' ranges, mapped to 255: 16-bit integers (also 32-bit ones that fit 16 bits), floats.
 INT_TOP, FLOAT_TOP = 65535, 1.0
