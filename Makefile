@@ -2,7 +2,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-SAMPLE := data/sample_small
+# data/sample_small under conf/paths/default.yaml's data_dir, where conf/experiment/quickstart.yaml reads it.
+SAMPLE := $${paths.data_dir}/sample_small
 
 .PHONY: setup test train sample generate bench clean
 
@@ -21,7 +22,7 @@ test: setup
 # A small sample dataset: 40 backgrounds x 10 foregrounds (one zip, 16,000 composites: enough for the
 # 4k and 16k strategies), seconds to make.
 sample: setup
-	$(BIN)/python generate.py n_bg=40 n_fg=10 out_dir=$(SAMPLE) progress=false
+	$(BIN)/python generate.py n_bg=40 n_fg=10 'out_dir=$(SAMPLE)' progress=false
 
 # The first experience: set-up, the small sample, a short real training run on CPU (conf/experiment/quickstart.yaml).
 train: sample

@@ -27,17 +27,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from bench.report import Row, machine, table
 from bench.seed_baselines import MasterDataset, generate_fg_bg_images_jpg, map_names, seed_transform
+from fgbg.build.batch_zip import Settings
 from fgbg.build.compose import mask_on_black, paste, placements
-from fgbg.build.depth import SceneDepth
-from fgbg.build.generation import Settings, generate
+from fgbg.build.generation import generate
+from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.sources import SampleScenes
+from fgbg.data.batch import BACKGROUND, COMPOSITE, KEYS, TARGETS
 from fgbg.data.index import sample_id, select
-from fgbg.data.transforms import DEPTH_KEY, MASK_KEY, decode
-from fgbg.format.archive import atomic_zip
+from fgbg.data.transforms import decode
 from fgbg.format.names import (
     BG,
     BG_SIZE,
@@ -47,19 +48,20 @@ from fgbg.format.names import (
     FG_PER_ZIP,
     MASK,
     MASK_BLACK,
-    PLACEMENTS,
     SampleId,
     composite_member,
     n_batches,
     source_member,
     zip_name,
 )
+from fgbg.format.writer import atomic_zip
 from fgbg.training.module import build_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 SEED_QUALITY = 75  # PIL's default JPEG quality, which the seed's loop saved with
 BATCH_SIZE = 16  # the seed's DataLoader
+PLACEMENTS = Settings().placements  # conf/generate.yaml's, held equal by a test
 SEED_ROOT = "/content/gdrive/My Drive/MASK1/batch_images1"  # the seed's folder, for names of its length
 
 
@@ -236,7 +238,7 @@ def _rate(loader: DataLoader, n: int, warmup: int = 2) -> float:
     done, start = 0, time.perf_counter()
     while done < n:
         try:
-            done += len(next(it)["bg_image"])
+            done += len(next(it)[BACKGROUND])
         except StopIteration:
             it = iter(loader)
     return done / (time.perf_counter() - start)
@@ -259,16 +261,28 @@ def _seed_dataset(data_dir: Path, datamodule, work: Path, size: int) -> MasterDa
     )
 
 
+# The seed's dataset names the batch contract's keys as the source document did.
+SEED_KEYS = dict(zip(("bg_image", "fg_bg_image", "ms_bg_image", "dp_image"), KEYS))
+
+
 def _seed_loader(dataset: MasterDataset, workers: int) -> DataLoader:
     # As the seed's DataLoader (pin_memory only where there is a GPU to pin for, as ours).
-    return DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, pin_memory=torch.cuda.is_available(), num_workers=workers)
+    return DataLoader(
+        dataset, batch_size=BATCH_SIZE, shuffle=True, pin_memory=torch.cuda.is_available(), num_workers=workers,
+        collate_fn=_seed_collate,
+    )
+
+
+def _seed_collate(samples: list[dict]) -> dict:
+    """torch's default collation, under the batch contract's keys (renaming costs nothing beside it)."""
+    return {SEED_KEYS[key]: value for key, value in default_collate(samples).items()}
 
 
 def _decode_floor(datamodule, n: int = 500) -> float:
     """Samples per second on one core of only reading and decoding (at reduced scale) a sample's three
     per-composite JPEGs: the floor of the zip path without a cache."""
     dataset = datamodule.parts["train"]
-    zf, size = zipfile.ZipFile(dataset.zips[int(dataset.samples[0]["batch"])]), datamodule.transform.size
+    zf, size = zipfile.ZipFile(dataset.zips[int(dataset.samples[0]["batch"])]), datamodule.preprocessing.image_size
     members = [composite_member(c, sample_id(s)) for s in dataset.samples[:n] for c in (FG_BG, MASK_BLACK, DEPTH)]
     start = time.perf_counter()
     for m in members:
@@ -290,7 +304,7 @@ def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> 
     """Rows 3; returns the seed's dataset for the training rows."""
     datamodule = instantiate(_data_config(data_dir, sizes).data)
     datamodule.setup()
-    seed_dataset = _seed_dataset(data_dir, datamodule, work, datamodule.transform.size)
+    seed_dataset = _seed_dataset(data_dir, datamodule, work, datamodule.preprocessing.image_size)
     n = len(seed_dataset)
     floor = _decode_floor(datamodule)
     plain_note = (
@@ -318,9 +332,9 @@ def _train_rate(module, loader: DataLoader, device: torch.device, sizes: Sizes) 
 
     def step(batch) -> None:
         # The seed's loader gives its targets 3 channels (Grayscale(3) on every image); the loss takes one.
-        batch = {k: (v[:, :1] if k in (MASK_KEY, DEPTH_KEY) else v).to(device, non_blocking=True) for k, v in batch.items()}
-        mask_logits, depth = module(batch)
-        loss = module.loss(mask_logits, depth, batch[MASK_KEY], batch[DEPTH_KEY])["loss"]
+        batch = {k: (v[:, :1] if k in TARGETS else v).to(device, non_blocking=True) for k, v in batch.items()}
+        mask_logits, depth = module(batch[BACKGROUND], batch[COMPOSITE])
+        loss = module.loss(mask_logits, depth, *(batch[k] for k in TARGETS))["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -337,7 +351,7 @@ def _train_rate(module, loader: DataLoader, device: torch.device, sizes: Sizes) 
         batch = next(it)
         waiting += time.perf_counter() - before
         step(batch)
-        samples, steps = samples + len(batch["bg_image"]), steps + 1
+        samples, steps = samples + len(batch[BACKGROUND]), steps + 1
     elapsed = time.perf_counter() - start
     return samples / elapsed, waiting / elapsed
 

@@ -1,24 +1,51 @@
-"""Run folders that no two runs share: the config resolver ``${fgbg.run_dir:outputs/train}``.
+"""The run folder: where it is made, what it holds, and how a later command reads it back from a checkpoint path.
+
+A run folder (conf/hydra/default.yaml) holds ``.hydra/config.yaml`` (the config it ran with), ``split.json``,
+``metrics.json`` and ``checkpoints/``: ``eval.py`` and a resumed ``train.py`` need only
+``ckpt_path=<run>/checkpoints/<name>.ckpt`` and take the rest from there.
 
 Hydra's ``${now:%Y-%m-%d_%H-%M-%S}`` alone gives two runs started in the same second one folder, and the
-second overwrites the first's files. The resolver creates ``<base>/<time>`` with a plain ``mkdir`` (which
-only one process can win) and, when that name is taken, ``<time>-2``, ``<time>-3``, ...
+second overwrites the first's files. The resolver ``${fgbg.run_dir:<base>}`` creates ``<base>/<time>`` with a
+plain ``mkdir`` (which only one process can win) and, when that name is taken, ``<time>-2``, ``<time>-3``, ...
+It is cached (``use_cache``): one config resolves it once, and Hydra copies that cache into every job of a
+sweep, so the jobs share their sweep folder. ``${fgbg.cwd:}`` is the working directory (``paths.root_dir``).
 
-Importing this module registers the resolver (the entry points import it through :mod:`fgbg.cli`, before
-Hydra composes). It is cached (``use_cache``): one config resolves it once, and Hydra copies that cache into
-every job of a sweep, so the jobs share their sweep folder.
+Importing this module registers both resolvers (the entry points import it through :mod:`fgbg.cli`, before
+Hydra composes).
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+import os
 import time
+from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
 
 RESOLVER = "fgbg.run_dir"
 # The folder name's time stamp, as Hydra's own run folders had it.
 STAMP = "%Y-%m-%d_%H-%M-%S"
+# A run folder's files, relative to it. Hydra writes the config (hydra.output_subdir, left at its default).
+CONFIG_FILE = Path(".hydra") / "config.yaml"
+SPLIT_FILE = "split.json"
+METRICS_FILE = "metrics.json"
+
+
+class Summary(StrEnum):
+    """The keys of a training run's ``metrics.json`` beside its logged metrics (``train/loss``, ``test/...``)."""
+
+    MODEL = "model"  # the model's class name
+    PARAMETERS = "parameters"
+    FIT_SECONDS = "fit_seconds"
+    STEPS = "steps"
+    EPOCHS = "epochs"
+    INTERRUPTED = "interrupted"  # the signal's name, only in a run stopped by one
 
 
 def new_run_dir(base: str | Path) -> str:
@@ -36,5 +63,66 @@ def new_run_dir(base: str | Path) -> str:
             folder = base / f"{stamp}-{n}"
 
 
+def run_of(ckpt_path: str | Path) -> Path:
+    """The run folder of a checkpoint ``<run>/checkpoints/<name>.ckpt``."""
+    return Path(ckpt_path).resolve().parent.parent
+
+
+def command_line_overrides() -> list[str]:
+    """This process's command-line overrides, as Hydra recorded them (``.hydra/overrides.yaml``); none outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def with_run_config(cfg: DictConfig, ckpt_path: str | Path, keys: Sequence[str] | None, overrides: Sequence[str]):
+    """``cfg`` with its top-level ``keys`` (None: all the saved config's but ``paths`` and ``ckpt_path``) taken
+    from the checkpoint's run's saved config, then ``overrides``' keys set back to ``cfg``'s values: what the
+    command line gives wins. Without a saved config, ``cfg`` itself, with a warning.
+    """
+    saved_path = run_of(ckpt_path) / CONFIG_FILE
+    if not saved_path.exists():
+        log.warning("no %s: using this command's config alone, not the run's", saved_path)
+        return cfg
+    saved = OmegaConf.load(saved_path)
+    keys = [key for key in saved if key not in ("paths", "ckpt_path")] if keys is None else keys
+    merged = copy.deepcopy(cfg)
+    with open_dict(merged):
+        for key in keys:
+            merged[key] = saved.get(key)
+        for override in overrides:
+            _set_like(merged, cfg, _key_of(override))
+    log.info("config: %s of %s; given here: %s", ", ".join(keys), saved_path, ", ".join(overrides) or "nothing")
+    return merged
+
+
+def save_config(cfg: DictConfig, run_dir: str | Path) -> Path:
+    """Write ``cfg`` as the run folder's config (in place of Hydra's, when it ran with another)."""
+    path = Path(run_dir) / CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path)
+    return path
+
+
+def _key_of(override: str) -> str:
+    """``data.image_size`` of ``data.image_size=24``, ``+data.x=1``, ``~data.x`` or ``++data.x=1``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def _set_like(target: DictConfig, source: DictConfig, key: str) -> None:
+    """Set ``target``'s dotted ``key`` to ``source``'s value there, or remove it where ``source`` has none."""
+    missing = object()
+    value = OmegaConf.select(source, key, default=missing, throw_on_resolution_failure=False)
+    if value is not missing:
+        OmegaConf.update(target, key, value, merge=False, force_add=True)
+        return
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(target, parent_key) if parent_key else target
+    if isinstance(parent, DictConfig) and leaf in parent:
+        del parent[leaf]
+
+
 if not OmegaConf.has_resolver(RESOLVER):
     OmegaConf.register_new_resolver(RESOLVER, new_run_dir, use_cache=True)
+if not OmegaConf.has_resolver("fgbg.cwd"):
+    OmegaConf.register_new_resolver("fgbg.cwd", os.getcwd)

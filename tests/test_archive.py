@@ -1,6 +1,9 @@
 import zipfile
 
-from fgbg.format.archive import _EPOCH, atomic_zip, batch_zips
+import pytest
+
+from fgbg.format.writer import EPOCH, atomic_zip
+from fgbg.format.zips import NoZipsError, batch_zips
 
 
 def test_members_are_written_as_zipfile_writestr_would(tmp_path):
@@ -10,7 +13,7 @@ def test_members_are_written_as_zipfile_writestr_would(tmp_path):
             writer.write_bytes(name, data)
     with zipfile.ZipFile(tmp_path / "reference.zip", "w") as zf:
         for name, data in members.items():
-            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info = zipfile.ZipInfo(name, date_time=EPOCH)
             info.external_attr = 0o644 << 16
             zf.writestr(info, data, compress_type=zipfile.ZIP_STORED)
     assert (tmp_path / "fast.zip").read_bytes() == (tmp_path / "reference.zip").read_bytes()
@@ -23,3 +26,12 @@ def test_batch_zips_by_number_and_only_the_datasets_names(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert batch_zips(tmp_path) == {2: tmp_path / "batch2_images.zip", 10: tmp_path / "batch10_images.zip"}
     assert list(batch_zips(tmp_path)) == [2, 10]
+
+
+def test_batch_zips_of_one_batch_and_none_found(tmp_path):
+    (tmp_path / "batch2_images.zip").write_bytes(b"")
+    assert batch_zips(tmp_path, batch=2) == {2: tmp_path / "batch2_images.zip"}
+    with pytest.raises(NoZipsError, match="no batch3_images.zip .make them with `python generate.py out_dir="):
+        batch_zips(tmp_path, batch=3)
+    with pytest.raises(FileNotFoundError, match="no batch<N>_images.zip files"):
+        batch_zips(tmp_path / "empty")

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from fgbg.data import cache
+from fgbg.data.batch import COMPOSITE
 from fgbg.data.dataset import ZipSampleDataset
-from fgbg.format import archive
+from fgbg.format.locks import sole_writer
 from tests.helpers.configs import datamodule
 
 
@@ -42,7 +43,7 @@ def test_a_batch_is_its_items(data_dir):
         assert_same_items(item, alone)
 
 
-def test_cache_is_built_once_per_transform(data_dir):
+def test_cache_is_built_once_per_preprocessing(data_dir):
     datamodule(data_dir, "data.cache=true")
     folders = sorted((data_dir / "cache").iterdir())
     assert len(folders) == 1 and folders[0].name.startswith("40k_64_gray_")
@@ -66,7 +67,7 @@ def test_interrupted_build_leaves_nothing(data_dir, monkeypatch):
 def test_cache_is_memory_mapped_uint8(data_dir):
     dm = datamodule(data_dir, "data.cache=true")
     folder = dm.parts["train"].folder
-    array = np.load(folder / "fg_bg_image.npy", mmap_mode="r")
+    array = np.load(folder / f"{COMPOSITE}.npy", mmap_mode="r")  # one array per key of the batch contract
     assert array.dtype == np.uint8 and array.shape[1:] == (64, 64)
     assert np.load(folder / cache.SAMPLES).shape == (array.shape[0], 6)
 
@@ -76,7 +77,7 @@ def test_a_build_removes_the_partials_of_killed_builds_only(data_dir):
     folder = datamodule(data_dir, "data.cache=true").parts["train"].folder
     shutil.rmtree(folder)
     other = root / "4k_64_gray_ba9876543210"
-    with archive.sole_writer(other):  # a build of another cache, still going on
+    with sole_writer(other):  # a build of another cache, still going on
         building = other.with_name(f"{other.name}.partial-4000002")
         killed = [root / f"{folder.name}.partial-4000000", root / "16k_64_gray_0123456789ab.partial-4000001"]
         for partial in (*killed, building):

@@ -1,5 +1,7 @@
+import json
 import random
 import time
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -10,18 +12,11 @@ from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from fgbg.training.callbacks import (
-    GRID_COLUMNS,
-    HEADER,
-    MIN_TILE,
-    PADDING,
-    PredictionGrid,
-    RngState,
-    Timings,
-    prediction_grid,
-)
-from fgbg.training.module import build_module
-from tests.helpers.configs import module_config
+from fgbg.data.batch import DEPTH, MASK
+from fgbg.training.callbacks import PredictionGrid, RngState, SplitFile, Timings, prediction_grid
+from fgbg.training.callbacks.grids import GRID_COLUMNS, HEADER, MIN_TILE, PADDING
+from fgbg.training.module import MONITORED, build_module
+from tests.helpers.configs import compose_config, module_config
 from tests.helpers.data import fake_batch, fake_loader
 
 
@@ -33,11 +28,11 @@ def _tile(image: np.ndarray, row: int, column: int, side: int) -> np.ndarray:
 
 def test_grid_rows_are_samples_and_columns_composite_masks_depths():
     batch = fake_batch(batch=3, size=16)
-    prediction = {"mask": torch.rand(3, 1, 16, 16), "depth": torch.rand(3, 1, 16, 16)}
+    prediction = {MASK: torch.rand(3, 1, 16, 16), DEPTH: torch.rand(3, 1, 16, 16)}
     image = np.asarray(prediction_grid(batch, prediction))
     side = MIN_TILE  # 16 px enlarged 4x
     assert image.shape == (HEADER + 3 * (side + PADDING) + PADDING, 5 * (side + PADDING) + PADDING, 3)
-    columns = [None, batch["ms_bg_image"], prediction["mask"], batch["dp_image"], prediction["depth"]]
+    columns = [None, batch[MASK], prediction[MASK], batch[DEPTH], prediction[DEPTH]]
     for row in range(3):
         for column, values in enumerate(columns):
             tile = _tile(image, row, column, side)
@@ -63,8 +58,8 @@ def test_prediction_grid_callback_writes_one_png_per_epoch_and_logs_to_wandb(tmp
     with Image.open(tmp_path / "grids" / "epoch_001.png") as image:
         assert image.size == (5 * (MIN_TILE + PADDING) + PADDING, HEADER + 3 * (MIN_TILE + PADDING) + PADDING)
     # Samples spread evenly over the validation set: the first, the middle and the last of 6.
-    expected_masks = fake_batch(6, 16)["ms_bg_image"][[0, 2, 5]]
-    assert torch.equal(callback._batch["ms_bg_image"], expected_masks)
+    expected_masks = fake_batch(6, 16)[MASK][[0, 2, 5]]
+    assert torch.equal(callback._batch[MASK], expected_masks)
     logged = list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/predictions_*.png"))
     assert len(logged) == 2
 
@@ -91,7 +86,7 @@ class _Tiny(L.LightningModule):
         self.level = torch.nn.Parameter(torch.zeros(()))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return (batch["dp_image"] - self.level).square().mean()
+        return (batch[DEPTH] - self.level).square().mean()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -126,3 +121,20 @@ def test_rng_state_resumes_the_random_streams_from_a_weights_only_checkpoint(tmp
     assert torch.equal(torch_draw, expected[0]) and np.array_equal(numpy_draw, expected[1]) and python_draw == expected[2]
     restored.on_train_start(None, None)  # restored once: the next start of training draws on
     assert not torch.equal(torch.rand(3), expected[0])
+
+
+def test_checkpoints_rank_by_what_the_module_logs():
+    assert compose_config("train").callbacks.model_checkpoint.monitor == MONITORED == "val/loss"
+
+
+@pytest.mark.parametrize("global_zero", [True, False])
+def test_split_file_writes_the_datamodule_split_on_setup(tmp_path, global_zero):
+    split = {"strategy": "4k", "data_dir": "data", "train_bg": [1, 2], "counts": {"train": 4}}
+    datamodule = SimpleNamespace(split_description=split)
+    trainer = SimpleNamespace(datamodule=datamodule, is_global_zero=global_zero, default_root_dir=tmp_path / "run")
+    SplitFile().setup(trainer, None, "fit")
+    path = tmp_path / "run" / "split.json"
+    if global_zero:
+        assert path.read_text() == json.dumps(split, indent=1)
+    else:
+        assert not path.exists()

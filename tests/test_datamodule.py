@@ -8,6 +8,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.datamodule import EpochSampler, ResumableLoader
 from fgbg.data.index import sample_id
 from tests.helpers.configs import compose_config
@@ -22,12 +23,12 @@ def test_batches_follow_the_contract(small_dataset):
     dm = datamodule_from_config(small_dataset, "data.batch_size=4")
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["bg_image"].shape == batch["fg_bg_image"].shape == (4, 3, 64, 64)
-    assert batch["ms_bg_image"].shape == batch["dp_image"].shape == (4, 1, 64, 64)
-    assert set(batch["ms_bg_image"].unique().tolist()) <= {0.0, 1.0}
-    assert 0 <= batch["dp_image"].min() and batch["dp_image"].max() <= 1
+    assert batch[BACKGROUND].shape == batch[COMPOSITE].shape == (4, 3, 64, 64)
+    assert batch[MASK].shape == batch[DEPTH].shape == (4, 1, 64, 64)
+    assert set(batch[MASK].unique().tolist()) <= {0.0, 1.0}
+    assert 0 <= batch[DEPTH].min() and batch[DEPTH].max() <= 1
     # Grayscale(3) as in the source document: the three channels are equal.
-    assert torch.equal(batch["fg_bg_image"][:, 0], batch["fg_bg_image"][:, 2])
+    assert torch.equal(batch[COMPOSITE][:, 0], batch[COMPOSITE][:, 2])
 
 
 def test_sample_matches_the_zip_images(small_dataset):
@@ -40,8 +41,8 @@ def test_sample_matches_the_zip_images(small_dataset):
         stem = sample_id(sample).stem()
         composite = np.asarray(Image.open(io.BytesIO(zf.read(f"fg_bg_jpg/fg_bg_{stem}.jpg"))))
         mask = np.asarray(Image.open(io.BytesIO(zf.read(f"mask_black_jpg/bg_mask_{stem}.jpg")))) > 127
-    assert np.abs(item["fg_bg_image"].permute(1, 2, 0).numpy() * 255 - composite).mean() < 2
-    assert np.array_equal(item["ms_bg_image"][0].numpy() > 0.5, mask)
+    assert np.abs(item[COMPOSITE].permute(1, 2, 0).numpy() * 255 - composite).mean() < 2
+    assert np.array_equal(item[MASK][0].numpy() > 0.5, mask)
 
 
 def test_normalisation_uses_the_category_stats(small_dataset):
@@ -49,17 +50,17 @@ def test_normalisation_uses_the_category_stats(small_dataset):
     normed = datamodule_from_config(small_dataset, "data.normalize=true")
     plain.setup(), normed.setup()
     a, b = plain.parts["train"][0], normed.parts["train"][0]
-    assert torch.allclose(b["bg_image"], (a["bg_image"] - 0.739088) / 0.265235, atol=1e-5)
-    assert torch.allclose(b["fg_bg_image"], (a["fg_bg_image"] - 0.729304) / 0.271675, atol=1e-5)
-    assert torch.equal(a["dp_image"], b["dp_image"])  # targets are never normalised
+    assert torch.allclose(b[BACKGROUND], (a[BACKGROUND] - 0.739088) / 0.265235, atol=1e-5)
+    assert torch.allclose(b[COMPOSITE], (a[COMPOSITE] - 0.729304) / 0.271675, atol=1e-5)
+    assert torch.equal(a[DEPTH], b[DEPTH])  # targets are never normalised
 
 
 def test_two_workers_read_the_same_samples(small_dataset):
     dm = datamodule_from_config(small_dataset, "data.batch_size=8")
     dm.setup()
-    serial = [b["fg_bg_image"] for b in dm.val_dataloader()]
+    serial = [b[COMPOSITE] for b in dm.val_dataloader()]
     dm.num_workers = 2
-    parallel = [b["fg_bg_image"] for b in dm.val_dataloader()]
+    parallel = [b[COMPOSITE] for b in dm.val_dataloader()]
     assert len(serial) == len(parallel) and all(torch.equal(a, b) for a, b in zip(serial, parallel))
 
 
@@ -91,7 +92,7 @@ def test_bad_samples_are_skipped_and_counted_when_asked(small_dataset, tmp_path)
     dataset = dm.parts["train"]
     bad = int((dataset.samples["fg"] == 1).sum())
     assert bad > 0
-    sizes = [len(batch["fg_bg_image"]) for batch in dm.train_dataloader()]
+    sizes = [len(batch[COMPOSITE]) for batch in dm.train_dataloader()]
     assert sum(sizes) == len(dataset) - bad and dataset.skipped == bad
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from fgbg.data.dataset import ZipSampleDataset
 from fgbg.data.index import sample_id, select
-from fgbg.data.transforms import SampleTransform
+from fgbg.data.transforms import Preprocessing
 from fgbg.format.names import SampleId
 from fgbg.format.zipdir import MemberReader, read_directory
 
@@ -36,7 +36,7 @@ def test_corrupt_bytes_fail_the_crc(small_dataset, tmp_path):
     corrupt = tmp_path / "batch1_images.zip"
     corrupt.write_bytes(bytes(data))
     zips, samples = select(tmp_path, "all", {"all": {"batches": [1], "n_bg": None}})
-    dataset = ZipSampleDataset(zips, samples, SampleTransform())
+    dataset = ZipSampleDataset(zips, samples, Preprocessing(image_size=64, grayscale=True, stats=None))
     index = [sample_id(s) for s in samples].index(SampleId(1, 1, 0, 1))
     with pytest.raises(zipfile.BadZipFile, match=f"{member}: bad CRC-32"):
         dataset[index]

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgbg.build.generation import Settings, generate
-from fgbg.build.label import label_zips, measure
+from fgbg.build.batch_zip import Settings
+from fgbg.build.generation import generate
+from fgbg.build.label import label_zips
 from fgbg.build.sources import SampleScenes
 from fgbg.data.index import index_zip
 from fgbg.errors import EXIT_USER_ERROR
-from fgbg.format import archive, names
+from fgbg.format import locks, names, writer, zips
+from fgbg.tools.measure import measure
 from tests.helpers.configs import compose_config
 from tests.helpers.data import flip_a_byte_inside, make_dataset
 from tests.helpers.teacher import TINY_SIZE, make_teacher
@@ -101,17 +103,17 @@ def test_depth_stage_relabels_each_zip_and_keeps_the_rest(data, scene_zips, tiny
 
 def test_interrupted_stage_resumes_per_zip_to_the_same_bytes(data, scene_zips, tiny_dir, tmp_path, monkeypatch):
     teacher = make_teacher(tiny_dir, batch_size=8)
-    real = archive.BatchWriter.write_bytes
+    real = writer.BatchWriter.write_bytes
 
     def dies_in_batch_2(self, member, data):
         if member == "depth_fg_bg_jpg/depth_fg_bg_11_1_0_1.jpg":  # the first depth map of batch 2 (fg 11, 12)
             raise KeyboardInterrupt
         return real(self, member, data)
 
-    monkeypatch.setattr(archive.BatchWriter, "write_bytes", dies_in_batch_2)
+    monkeypatch.setattr(writer.BatchWriter, "write_bytes", dies_in_batch_2)
     with pytest.raises(KeyboardInterrupt):
         label_zips([data / n for n in ZIPS], teacher, quality=90, workers=2, show_progress=False)
-    monkeypatch.setattr(archive.BatchWriter, "write_bytes", real)
+    monkeypatch.setattr(writer.BatchWriter, "write_bytes", real)
     assert sorted(p.name for p in data.iterdir()) == ZIPS
     assert _manifest(data / ZIPS[0])["settings"]["depth"]["source"] == "teacher"
     assert (data / ZIPS[1]).read_bytes() == (scene_zips / ZIPS[1]).read_bytes()  # untouched
@@ -128,8 +130,8 @@ def test_interrupted_stage_resumes_per_zip_to_the_same_bytes(data, scene_zips, t
 
 
 def test_zips_another_run_writes_are_not_labelled(data, scene_zips, tiny_dir):
-    with archive.sole_writer(data / ZIPS[1]):
-        with pytest.raises(archive.ArchiveError, match=f"{ZIPS[1]} is being written by another run .pid {os.getpid()} "):
+    with locks.sole_writer(data / ZIPS[1]):
+        with pytest.raises(zips.ArchiveError, match=f"{ZIPS[1]} is being written by another run .pid {os.getpid()} "):
             label_zips([data / n for n in ZIPS], make_teacher(tiny_dir, batch_size=8), 90, show_progress=False)
     assert all((data / n).read_bytes() == (scene_zips / n).read_bytes() for n in ZIPS)
 
@@ -138,7 +140,7 @@ def test_a_damaged_zip_is_not_labelled(data, tiny_dir):
     member = "fg_bg_jpg/fg_bg_12_2_1_1.jpg"
     flip_a_byte_inside(data / ZIPS[1], member)
     damaged = (data / ZIPS[1]).read_bytes()
-    with pytest.raises(archive.ArchiveError, match=f"{ZIPS[1]}: member {member} is damaged"):
+    with pytest.raises(zips.ArchiveError, match=f"{ZIPS[1]}: member {member} is damaged"):
         label_zips([data / n for n in ZIPS], make_teacher(tiny_dir, batch_size=8), 90, show_progress=False)
     assert (data / ZIPS[1]).read_bytes() == damaged
     assert _manifest(data / ZIPS[0])["settings"]["depth"]["source"] == "scene"  # checked before any is labelled
@@ -199,6 +201,6 @@ def test_measure_times_the_stage_and_the_forward(data, scene_zips, tiny_dir):
 
 def test_copied_members_keep_their_records(scene_zips, tmp_path):
     source = scene_zips / ZIPS[1]
-    with zipfile.ZipFile(source) as zf, archive.atomic_zip(tmp_path / ZIPS[1], 90) as writer:
-        writer.copy_members(zf, zf.infolist())
+    with zipfile.ZipFile(source) as zf, writer.atomic_zip(tmp_path / ZIPS[1], 90) as batch_writer:
+        batch_writer.copy_members(zf, zf.infolist())
     assert (tmp_path / ZIPS[1]).read_bytes() == source.read_bytes()

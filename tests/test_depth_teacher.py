@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fgbg.build.depth import Teacher, TeacherError
+from fgbg.build.teacher import Teacher, TeacherError
 from tests.helpers.configs import compose_config
 from tests.helpers.teacher import TINY_SIZE, make_teacher
 

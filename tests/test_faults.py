@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from fgbg.build.generation import Settings
-from fgbg.format import archive
+from fgbg.build.batch_zip import Settings
+from fgbg.format import manifest, writer, zips
 from tests.helpers.data import SMALL, make_dataset
 from tests.helpers.paths import ROOT
 
@@ -32,7 +32,7 @@ def _assert_only_complete_zips(out):
     for path in out.glob("batch*_images.zip"):
         with zipfile.ZipFile(path) as zf:
             assert zf.testzip() is None
-        assert archive.read_manifest(path)["counts"]["fg_bg_jpg"] == 10 * 2 * KILLED.n_bg * KILLED.placements
+        assert manifest.read_manifest(path)["counts"]["fg_bg_jpg"] == 10 * 2 * KILLED.n_bg * KILLED.placements
 
 
 @pytest.mark.slow
@@ -56,7 +56,7 @@ def test_sigkill_at_random_moments_then_rerun_gives_identical_bytes(tmp_path):
 
 
 def test_full_disk_gives_a_clear_error_and_no_partial_zip(tmp_path, monkeypatch):
-    real, calls = archive.BatchWriter.write_bytes, {"n": 0}
+    real, calls = writer.BatchWriter.write_bytes, {"n": 0}
 
     def fills_up(self, member, data):
         calls["n"] += 1
@@ -64,8 +64,8 @@ def test_full_disk_gives_a_clear_error_and_no_partial_zip(tmp_path, monkeypatch)
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, member, data)
 
-    monkeypatch.setattr(archive.BatchWriter, "write_bytes", fills_up)
-    with pytest.raises(archive.ArchiveError, match="batch1_images.zip: cannot write .No space left on device"):
+    monkeypatch.setattr(writer.BatchWriter, "write_bytes", fills_up)
+    with pytest.raises(zips.ArchiveError, match="batch1_images.zip: cannot write .No space left on device"):
         make_dataset(tmp_path, workers=1, batch=1)
     assert list(tmp_path.iterdir()) == []
 
@@ -75,13 +75,13 @@ def test_read_only_output_folder_gives_a_clear_error(tmp_path, monkeypatch):
     def read_only(path, mode="r", *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(archive, "open", read_only, raising=False)
-    with pytest.raises(archive.ArchiveError, match="batch1_images.zip: cannot write .Permission denied"):
+    monkeypatch.setattr(writer, "open", read_only, raising=False)
+    with pytest.raises(zips.ArchiveError, match="batch1_images.zip: cannot write .Permission denied"):
         make_dataset(tmp_path, workers=1, batch=1)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_output_folder_that_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(archive.ArchiveError, match="cannot create the output folder"):
+    with pytest.raises(zips.ArchiveError, match="cannot create the output folder"):
         make_dataset(tmp_path / "file" / "out", workers=1)

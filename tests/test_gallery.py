@@ -4,13 +4,14 @@ import numpy as np
 from PIL import Image
 
 from fgbg.format.names import BG_SIZE, CATEGORIES, FG, FG_BG, FG_SIZE, MASK, MASK_BLACK, parse_member
+from fgbg.format.zips import batch_zips
 from fgbg.tools.gallery import CAPTION, PADDING, TITLE, gallery, pick
-from fgbg.tools.stats import batch_zips, decode, members
+from fgbg.tools.stats import decode, members
 
 
 def _candidates(data_dir, category):
     found = []
-    for path in batch_zips(data_dir):
+    for path in batch_zips(data_dir).values():
         with zipfile.ZipFile(path) as zf:
             found += [(path, name) for name in members(zf)[category]]
     return found

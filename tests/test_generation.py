@@ -1,3 +1,5 @@
+import dataclasses
+import inspect
 import io
 import json
 import subprocess
@@ -7,14 +9,16 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from PIL import Image
 
+from fgbg.build.batch_zip import Settings
 from fgbg.build.compose import flip_horizontal, mask_on_black, placements
-from fgbg.build.depth import SceneDepth
-from fgbg.build.generation import Settings
+from fgbg.build.generation import generate
+from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.scenes import background, foreground
 from fgbg.errors import EXIT_USER_ERROR, ConfigError
-from fgbg.format import archive, names
+from fgbg.format import manifest, names, writer, zips
 from tests.helpers.configs import compose_config
 from tests.helpers.data import SMALL, make_dataset
 from tests.helpers.paths import ROOT
@@ -99,7 +103,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_dataset, tmp_path):
 def test_interrupted_run_resumes_to_identical_bytes(small_dataset, tmp_path, monkeypatch):
     out = tmp_path / "resumed"
     calls = {"n": 0}
-    real = archive.BatchWriter.write_image
+    real = writer.BatchWriter.write_image
 
     def dies_midway(self, member, image):
         calls["n"] += 1
@@ -107,11 +111,11 @@ def test_interrupted_run_resumes_to_identical_bytes(small_dataset, tmp_path, mon
             raise KeyboardInterrupt
         return real(self, member, image)
 
-    monkeypatch.setattr(archive.BatchWriter, "write_image", dies_midway)
+    monkeypatch.setattr(writer.BatchWriter, "write_image", dies_midway)
     with pytest.raises(KeyboardInterrupt):
         make_dataset(out, workers=1)
     assert sorted(p.name for p in out.iterdir()) == ["batch1_images.zip"]  # no partial zip left behind
-    monkeypatch.setattr(archive.BatchWriter, "write_image", real)
+    monkeypatch.setattr(writer.BatchWriter, "write_image", real)
     finished = (out / "batch1_images.zip").stat().st_mtime_ns
     assert [p.name for p in make_dataset(out, workers=1)] == ["batch2_images.zip"]  # batch 1 skipped
     assert (out / "batch1_images.zip").stat().st_mtime_ns == finished
@@ -123,10 +127,10 @@ def test_existing_zip_with_other_settings_is_not_silently_kept(small_dataset, tm
     out = tmp_path / "mixed"
     out.mkdir()
     (out / "batch2_images.zip").write_bytes((small_dataset / "batch2_images.zip").read_bytes())
-    with pytest.raises(archive.ArchiveError, match="batch2_images.zip exists and was made with other settings"):
+    with pytest.raises(zips.ArchiveError, match="batch2_images.zip exists and was made with other settings"):
         make_dataset(out, Settings(**{**SMALL.__dict__, "placements": 3}), batch=2)
     make_dataset(out, Settings(**{**SMALL.__dict__, "placements": 3}), batch=2, overwrite=True)
-    assert archive.read_manifest(out / "batch2_images.zip")["settings"]["placements"] == 3
+    assert manifest.read_manifest(out / "batch2_images.zip")["settings"]["placements"] == 3
 
 
 @pytest.mark.parametrize(
@@ -184,6 +188,22 @@ def test_generate_entry_point_composes_and_writes(tmp_path):
 
     cfg = compose_config("generate", overrides=["n_bg=2", "n_fg=3", "placements=1", f"out_dir={tmp_path}", "progress=false"])
     generate.main(cfg)
-    manifest = archive.read_manifest(tmp_path / "batch1_images.zip")
-    assert manifest["counts"][names.FG_BG] == 3 * 2 * 2 * 1
-    assert manifest["settings"]["depth"]["source"] == "scene"
+    written = manifest.read_manifest(tmp_path / "batch1_images.zip")
+    assert written["counts"][names.FG_BG] == 3 * 2 * 2 * 1
+    assert written["settings"]["depth"]["source"] == "scene"
+
+
+def test_conf_generate_states_the_code_defaults():
+    cfg = compose_config("generate")
+    assert Settings(**{f.name: cfg[f.name] for f in dataclasses.fields(Settings)}) == Settings()
+    defaults = {name: p.default for name, p in inspect.signature(generate).parameters.items() if p.default is not p.empty}
+    yaml_key = {"show_progress": "progress"}
+    assert {name: cfg[yaml_key.get(name, name)] for name in defaults if name != "settings"} == {
+        name: value for name, value in defaults.items() if name != "settings"
+    }
+    assert defaults["settings"] == Settings()
+
+
+def test_conf_depth_scene_states_the_code_defaults():
+    made = instantiate(compose_config("generate", ["depth=scene"]).depth)
+    assert type(made) is SceneDepth and vars(made) == vars(SceneDepth())

@@ -1,5 +1,6 @@
 import dataclasses
 import gc
+import inspect
 import json
 import logging
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from fgbg.data.index import SAMPLE, DatasetError, index_zip, sample_id, select, split
 from fgbg.format.names import BG, COMPOSITE_CATEGORIES, DEPTH, MANIFEST, SampleId, composite_member, source_member
+from tests.helpers.configs import compose_config
 from tests.helpers.data import SMALL, make_dataset
 
 STRATEGIES = {
@@ -194,10 +196,10 @@ def test_first_difference_inside_a_setting_is_named(small_dataset, tmp_path):
 def test_zip_without_manifest_is_used_with_one_warning(small_dataset, tmp_path, caplog):
     _copies(small_dataset, tmp_path, {"batch1_images.zip": "batch1_images.zip"})
     _copy_with(small_dataset / "batch2_images.zip", tmp_path / "batch2_images.zip", drop=[MANIFEST])
-    with caplog.at_level(logging.WARNING, logger="fgbg.data.index"):
+    with caplog.at_level(logging.WARNING, logger="fgbg.data.checks"):
         _, samples = select(tmp_path, "all", STRATEGIES)
     assert len(samples) == 12 * 12 * 2 * SMALL.placements
-    warnings = [r.getMessage() for r in caplog.records if r.name == "fgbg.data.index"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "fgbg.data.checks"]
     assert len(warnings) == 1 and f"{tmp_path / 'batch2_images.zip'}: no manifest.json" in warnings[0]
 
 
@@ -229,3 +231,8 @@ def test_empty_training_part_is_refused_with_the_counts(small_dataset):
                                            r"and 12 foregrounds, and the split holds out val_bg=0.5, test_bg=0.5, "
                                            r"val_fg=0.1, test_fg=0.1; use a larger data.strategy"):
         split(samples, val_bg=0.5, test_bg=0.5)
+
+
+def test_conf_data_split_states_the_code_defaults():
+    defaults = {name: p.default for name, p in inspect.signature(split).parameters.items() if p.default is not p.empty}
+    assert dict(compose_config("train").data.split) == defaults

@@ -118,7 +118,7 @@ def test_run_folders_made_in_the_same_second_differ(tmp_path, monkeypatch):
         cfg = compose_config("train", return_hydra_config=True)
         folders.append(cfg.hydra.run.dir)
         assert cfg.hydra.run.dir == folders[-1]  # cached: a second read makes no new folder
-    base = "outputs/train/2030-01-01_00-00-00"
+    base = str(tmp_path / "outputs" / "train" / "2030-01-01_00-00-00")  # paths.log_dir is absolute
     assert folders == [base, f"{base}-2", f"{base}-3"]
     assert sorted(p.name for p in (tmp_path / "outputs" / "train").iterdir()) == [
         "2030-01-01_00-00-00", "2030-01-01_00-00-00-2", "2030-01-01_00-00-00-3"]

@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import torch
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.training.metrics import DEPTH_FLOOR, AbsRel, DeltaAccuracy, MaskDepthMetrics
 from fgbg.training.module import build_module
 from tests.helpers.configs import module_config
@@ -112,7 +113,7 @@ def test_module_logs_epoch_metrics_of_the_last_validation_only(tmp_path):
     expected = MaskDepthMetrics()
     with torch.no_grad():
         for batch in fake_loader(6):
-            expected.update(*module.eval()(batch), batch["ms_bg_image"], batch["dp_image"])
+            expected.update(*module.eval()(batch[BACKGROUND], batch[COMPOSITE]), batch[MASK], batch[DEPTH])
     assert logged == pytest.approx({k: v.item() for k, v in expected.compute().items()}, abs=1e-6)
 
     trainer.test(module, fake_loader(6))

@@ -5,12 +5,10 @@ from fgbg.models.convgen import ConvGen
 from fgbg.models.net import Net
 
 
-def _batch(size: int, channels: int = 3, batch: int = 2) -> dict[str, torch.Tensor]:
+def _inputs(size: int, channels: int = 3, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """A background and a composite, ``(batch, channels, size, size)`` each."""
     g = torch.Generator().manual_seed(0)
-    return {
-        "bg_image": torch.rand(batch, channels, size, size, generator=g),
-        "fg_bg_image": torch.rand(batch, channels, size, size, generator=g),
-    }
+    return tuple(torch.rand(batch, channels, size, size, generator=g) for _ in range(2))
 
 
 def _n_params(model: torch.nn.Module) -> int:
@@ -20,7 +18,7 @@ def _n_params(model: torch.nn.Module) -> int:
 @pytest.mark.parametrize("model_cls", [Net, ConvGen])
 @pytest.mark.parametrize("size", [16, 64])
 def test_outputs_are_one_channel_at_input_size(model_cls, size):
-    mask_logits, depth = model_cls()(_batch(size))
+    mask_logits, depth = model_cls()(*_inputs(size))
     assert mask_logits.shape == depth.shape == (2, 1, size, size)
 
 
@@ -32,7 +30,7 @@ def test_parameter_counts():
 
 @pytest.mark.parametrize("model_cls", [Net, ConvGen])
 def test_channel_arguments(model_cls):
-    mask_logits, depth = model_cls(in_channels=1, mask_channels=2, depth_channels=3)(_batch(16, channels=1))
+    mask_logits, depth = model_cls(in_channels=1, mask_channels=2, depth_channels=3)(*_inputs(16, channels=1))
     assert mask_logits.shape == (2, 2, 16, 16) and depth.shape == (2, 3, 16, 16)
 
 
@@ -44,12 +42,12 @@ def test_net_mask_is_the_mask_branch_and_depth_the_trunk():
     net, seen = Net(), {}
     _capture(net.layer10, seen, "mask_branch")
     _capture(net.layer4, seen, "trunk")
-    mask_logits, depth = net(_batch(16))
+    mask_logits, depth = net(*_inputs(16))
     assert torch.equal(mask_logits, seen["mask_branch"]) and torch.equal(depth, seen["trunk"])
 
 
 def test_convgen_splits_its_head_mask_first():
     model, seen = ConvGen(mask_channels=1, depth_channels=2), {}
     _capture(model.convblock4, seen, "head")
-    mask_logits, depth = model(_batch(16))
+    mask_logits, depth = model(*_inputs(16))
     assert torch.equal(mask_logits, seen["head"][:, :1]) and torch.equal(depth, seen["head"][:, 1:])

@@ -1,17 +1,26 @@
 import math
 import traceback
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
+from fgbg.data.transforms import Preprocessing
 from fgbg.models.convgen import ConvGen
 from fgbg.training.losses import MaskDepthLoss
-from fgbg.training.module import CheckpointError, MaskDepthModule, build_module, load_module
+from fgbg.training.module import UNET_FIRST_LAYOUT, CheckpointError, MaskDepthModule, build_module, load_module
 from tests.helpers.configs import module_config
 from tests.helpers.data import fake_batch, fake_loader
+from tests.helpers.run_if import RunIf
 
 TERMS = ("loss", "loss_mask", "loss_depth", "mask/bce", "depth/ssim")
+DATA = Path(__file__).parent / "data"
+
+
+def _inputs(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch[BACKGROUND], batch[COMPOSITE]
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
@@ -46,7 +55,7 @@ def test_steps_log_every_term_and_predict_gives_probabilities(tmp_path):
     assert {f"test/{t}" for t in TERMS} <= set(trainer.callback_metrics)
 
     (prediction, _) = trainer.predict(module, fake_loader())
-    assert set(prediction) == {"mask", "depth"}
+    assert set(prediction) == {MASK, DEPTH} == {"mask", "depth"}
     for value in prediction.values():
         assert value.shape == (2, 1, 16, 16) and 0 <= value.min() and value.max() <= 1
 
@@ -89,9 +98,9 @@ def test_checkpoint_reloads_to_identical_outputs_and_resumes(tmp_path):
 
     loaded = load_module(path)
     assert type(loaded.net) is ConvGen and loaded.hparams == module.hparams
-    batch = fake_batch(seed=1)
+    inputs = _inputs(fake_batch(seed=1))
     with torch.no_grad():
-        for expected, got in zip(module.eval()(batch), loaded.eval()(batch)):
+        for expected, got in zip(module.eval()(*inputs), loaded.eval()(*inputs)):
             assert torch.equal(expected, got)
 
     # Lightning's own loader, given the objects the hyperparameters describe.
@@ -99,7 +108,7 @@ def test_checkpoint_reloads_to_identical_outputs_and_resumes(tmp_path):
         path, net=ConvGen(), loss=MaskDepthLoss({"bce": 2.0}, {"ssim": 1.0}), optimizer=torch.optim.Adam
     )
     with torch.no_grad():
-        assert torch.equal(via_lightning.eval()(batch)[1], module(batch)[1])
+        assert torch.equal(via_lightning.eval()(*inputs)[1], module(*inputs)[1])
 
     # Resuming a fit loads the whole checkpoint with torch.load's default weights_only=True.
     resumed = _trainer(tmp_path, max_steps=3)
@@ -114,7 +123,7 @@ def test_overfits_one_batch():
     batch = fake_batch(batch=4, size=32)
     history = []
     for _ in range(20):
-        losses = module.loss(*module(batch), batch["ms_bg_image"], batch["dp_image"])
+        losses = module.loss(*module(*_inputs(batch)), batch[MASK], batch[DEPTH])
         optimizer.zero_grad()
         losses["loss"].backward()
         optimizer.step()
@@ -148,3 +157,46 @@ def test_load_module_names_a_file_that_is_not_a_checkpoint(tmp_path, make, messa
     assert str(error.value).startswith(f"{path}: {message}")
     # Not even a full traceback repeats torch's advice to load with weights_only=False (it runs the file's code).
     assert "False" not in "".join(traceback.format_exception(error.value))
+
+
+@pytest.mark.parametrize("model", ["convgen", "unet"])
+def test_a_checkpoint_of_c826fc5_loads_with_its_weights_and_outputs(model):
+    # Written by main at c826fc5 (train.py, data.image_size=32, 3 steps; optimizer state stripped): its loss
+    # under its old _target_ fgbg.losses.MaskDepthLoss, its preprocessing as `data` settings, the model
+    # called on the batch dict. The outputs were the old code's on the recorded inputs.
+    path = DATA / f"c826fc5_{model}.ckpt"
+    saved = torch.load(path, weights_only=True)
+    module = load_module(path).eval()
+    assert module.state_dict().keys() == saved["state_dict"].keys()
+    assert all(torch.equal(value, saved["state_dict"][key]) for key, value in module.state_dict().items())
+    assert module.preprocessing == Preprocessing(image_size=32, grayscale=True, stats=None)
+    assert type(module.loss) is MaskDepthLoss
+    recorded = torch.load(DATA / "c826fc5_outputs.pt", weights_only=True)[model]
+    with torch.no_grad():
+        mask_logits, depth = module(recorded["background"], recorded["composite"])
+    assert torch.equal(mask_logits, recorded["mask_logits"]) and torch.equal(depth, recorded["depth"])
+
+
+def test_a_unet_checkpoint_from_before_its_layout_options_loads_with_the_first_layout(tmp_path):
+    checkpoint = torch.load(DATA / "c826fc5_unet.ckpt", weights_only=True)
+    model = checkpoint["hyper_parameters"]["config"]["model"]
+    assert {key: model.pop(key) for key in UNET_FIRST_LAYOUT} == UNET_FIRST_LAYOUT  # what it was trained with
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    loaded = load_module(tmp_path / "older.ckpt")
+    assert loaded.hparams.config["model"] == {**model, **UNET_FIRST_LAYOUT}
+    assert all(torch.equal(value, checkpoint["state_dict"][key]) for key, value in loaded.state_dict().items())
+
+
+@RunIf(cuda=True)
+def test_steps_in_bf16_on_cuda(tmp_path):
+    module = build_module(module_config())
+    trainer = L.Trainer(
+        accelerator="cuda", devices=1, precision="bf16-mixed", max_steps=2, limit_val_batches=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(module, fake_loader(), fake_loader())
+    assert trainer.global_step == 2
+    assert all(math.isfinite(trainer.callback_metrics[f"val/{t}"].item()) for t in TERMS)
+    (prediction, _) = trainer.predict(module, fake_loader())
+    for value in prediction.values():
+        assert value.shape == (2, 1, 16, 16) and 0 <= value.float().min() and value.float().max() <= 1

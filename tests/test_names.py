@@ -82,3 +82,12 @@ def test_zip_names_and_batches():
     assert [names.batch_of_fg(i) for i in (1, 10, 11, 100)] == [1, 1, 2, 10]
     assert list(names.fg_ids_of_batch(2, 12)) == [11, 12]
     assert names.n_batches(100) == 10 and names.n_batches(12) == 2
+
+
+def test_one_rule_for_image_members():
+    members = [names.MANIFEST, "fg_bg_jpg/", "fg_bg_jpg/fg_bg_1_2_0_3.jpg", "bg_jpg/bg_img_2.jpg", "notes.txt"]
+    assert [m for m in members if names.is_image(m)] == members[2:]  # a foreign image is still an image
+    found = names.images_by_category(members)
+    assert list(found) == list(names.CATEGORIES)
+    assert found[names.FG_BG] == ["fg_bg_jpg/fg_bg_1_2_0_3.jpg"] and found[names.BG] == ["bg_jpg/bg_img_2.jpg"]
+    assert sum(map(len, found.values())) == 2

@@ -10,8 +10,9 @@ from hydra.utils import instantiate
 from PIL import Image
 
 import predict as predict_script
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, INPUTS, MASK
 from fgbg.data.index import sample_id as index_sample_id
-from fgbg.data.transforms import BG_KEY, FG_BG_KEY, SampleTransform
+from fgbg.data.transforms import Preprocessing
 from fgbg.errors import FgbgError
 from fgbg.format.images import ImageError
 from fgbg.format.names import BG, FG_BG, SampleId, composite_member, source_member
@@ -90,10 +91,8 @@ def test_predict_py_through_hydra(checkpoints, images, tmp_path):
 
 def test_checkpoint_records_the_training_preprocessing(checkpoints):
     config = torch.load(checkpoints["unet"], weights_only=True)["hyper_parameters"]["config"]
-    assert {k: config["data"][k] for k in ("image_size", "grayscale", "normalize")} == {
-        "image_size": 32, "grayscale": True, "normalize": False,
-    }
-    assert set(config["data"]["stats"]) >= {BG, FG_BG}
+    # One entry; no stats: data.normalize=false.
+    assert config["preprocessing"] == {"image_size": 32, "grayscale": True, "stats": None}
 
 
 def _training_item(cfg, sample_id: SampleId) -> dict:
@@ -115,7 +114,7 @@ def test_preprocesses_like_the_training_data(small_dataset, tmp_path, monkeypatc
 
     def load_and_watch(path):
         module = load(path)
-        module.net.register_forward_pre_hook(lambda _m, args: seen.update(args[0]))
+        module.net.register_forward_pre_hook(lambda _m, args: seen.update(zip(INPUTS, args)))
         return module
 
     monkeypatch.setattr(prediction, "load_module", load_and_watch)
@@ -125,8 +124,23 @@ def test_preprocesses_like_the_training_data(small_dataset, tmp_path, monkeypatc
     predict(ckpt, tmp_path / "bg.jpg", tmp_path / "a.jpg", tmp_path / "out", device="cpu")
 
     expected = _training_item(train_config(small_dataset, tmp_path, *overrides), sample_id)
-    for key in (BG_KEY, FG_BG_KEY):
+    for key in (BACKGROUND, COMPOSITE):
         assert seen[key].shape == (1, 3, 16, 16) and torch.equal(seen[key][0], expected[key])
+    recorded = torch.load(ckpt, weights_only=True)["hyper_parameters"]["config"]["preprocessing"]
+    assert recorded["image_size"] == 16 and recorded["grayscale"] is False and set(recorded["stats"]) >= {BG, FG_BG}
+
+
+def test_inputs_alone_make_the_tensors_training_makes(small_dataset):
+    # RGB at a size that resizes: 6 input planes alone against 8 with the targets.
+    stats = {BG: {"mean": 0.5, "std": 0.25}, FG_BG: {"mean": 0.4, "std": 0.2}}
+    preprocessing = Preprocessing(image_size=48, grayscale=False, stats=stats)
+    bg, composites = _members()
+    decoded = [preprocessing.image(_zip_bytes(small_dataset, member)) for member in (bg, bg, *composites)]
+    pixels = {BACKGROUND: np.stack(decoded[:2]), COMPOSITE: np.stack(decoded[2:])}
+    blank = np.zeros(pixels[COMPOSITE].shape[:3], np.uint8)
+    trained = preprocessing.tensors(preprocessing.resized({**pixels, MASK: blank, DEPTH: blank}))
+    for key, got in zip(INPUTS, preprocessing.inputs(pixels[BACKGROUND], pixels[COMPOSITE])):
+        assert got.shape == (2, 3, 48, 48) and torch.equal(got, trained[key])
 
 
 def _garbage(folder):
@@ -175,7 +189,7 @@ def test_bad_inputs_fail_before_writing_anything(checkpoints, images, tmp_path, 
 
 def test_checkpoint_without_data_settings_is_refused(checkpoints, images, tmp_path):
     checkpoint = torch.load(checkpoints["unet"], weights_only=True)
-    del checkpoint["hyper_parameters"]["config"]["data"]
+    del checkpoint["hyper_parameters"]["config"]["preprocessing"]
     torch.save(checkpoint, tmp_path / "old.ckpt")
     with pytest.raises(PredictionError, match=r"old\.ckpt: records no data settings"):
         predict(tmp_path / "old.ckpt", images / "bg.jpg", images, tmp_path / "out", device="cpu")
@@ -224,7 +238,7 @@ LEVELS = grey_levels(WIDTH, HEIGHT)
 )
 def test_read_keeps_the_grey_levels_of_16_bit_and_float_images(tmp_path, name, array):
     Image.fromarray(array).save(tmp_path / name)
-    image, pixels = prediction._read(tmp_path / name, SampleTransform(image_size=HEIGHT, grayscale=True))
+    image, pixels = prediction._read(tmp_path / name, Preprocessing(image_size=HEIGHT, grayscale=True, stats=None))
     assert image.mode == "L" and np.array_equal(np.asarray(image), LEVELS)  # side_by_side's composite panel
     assert pixels.shape == (HEIGHT, WIDTH) and np.abs(pixels.astype(int) - LEVELS).max() <= JPEG_TOLERANCE
 
@@ -232,4 +246,4 @@ def test_read_keeps_the_grey_levels_of_16_bit_and_float_images(tmp_path, name, a
 def test_read_names_a_decompression_bomb(images, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ImageError, match=r"a\.jpg: too large to open safely \(Image size \(7000 pixels\) exceeds limit of 200"):
-        prediction._read(images / "a.jpg", SampleTransform())
+        prediction._read(images / "a.jpg", Preprocessing(image_size=64, grayscale=True, stats=None))

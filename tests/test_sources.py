@@ -6,14 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 from PIL import Image
 
-from fgbg.build.depth import SceneDepth
-from fgbg.build.generation import Settings, generate
-from fgbg.build.sources import ImageFolders, SourceError
+from fgbg.build.batch_zip import Settings
+from fgbg.build.generation import generate
+from fgbg.build.scene_depth import SceneDepth
+from fgbg.build.sources import ImageFolders, SampleScenes, SourceError
 from fgbg.errors import ConfigError, FgbgError
 from fgbg.format.images import ImageError
 from fgbg.format.names import BG, source_member
+from tests.helpers.configs import compose_config
 from tests.helpers.data import JPEG_TOLERANCE, grey_levels
 
 
@@ -219,3 +222,9 @@ def test_a_decompression_bomb_is_refused_by_name(folders, monkeypatch, limit, wa
 def test_wrong_size_setting_is_checked():
     with pytest.raises(ConfigError, match="source.wrong_size='crop': expected one of resize, reject"):
         ImageFolders("bg", "fg", wrong_size="crop")
+
+
+def test_conf_source_states_the_code_defaults(tmp_path):
+    folders = compose_config("generate", ["source=folders", f"source.bg_dir={tmp_path}", f"source.fg_dir={tmp_path}"])
+    assert vars(instantiate(folders.source)) == vars(ImageFolders(str(tmp_path), str(tmp_path)))
+    assert vars(instantiate(compose_config("generate").source)) == vars(SampleScenes())

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from fgbg.format.names import CATEGORIES, parse_member
-from fgbg.tools.stats import batch_zips, category_stats, main
+from fgbg.format.zips import batch_zips
+from fgbg.tools.stats import category_stats, main
 from tests.helpers.paths import CONF_DIR
 
 
@@ -36,14 +37,14 @@ def reference(small_dataset) -> dict[str, dict[str, float]]:
 
 
 def test_stats_match_numpy(small_dataset, reference):
-    got = category_stats(batch_zips(small_dataset))
+    got = category_stats(list(batch_zips(small_dataset).values()))
     assert set(got) == set(CATEGORIES)
     for category in CATEGORIES:
         assert got[category] == pytest.approx(reference[category], abs=1e-4), category
 
 
 def test_subsample_in_grey_matches_numpy(small_dataset):
-    got = category_stats(batch_zips(small_dataset), gray=True, limit=3)
+    got = category_stats(list(batch_zips(small_dataset).values()), gray=True, limit=3)
     expected = _numpy_stats(small_dataset, limit=3, gray=True)
     for category in CATEGORIES:
         assert got[category] == pytest.approx(expected[category], abs=1e-4), category

@@ -1,13 +1,16 @@
 import csv
+import logging
 import subprocess
 import sys
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from fgbg.run_dirs import save_config
 from fgbg.tasks.train import train
 from fgbg.training.module import CheckpointError
-from tests.helpers.configs import train_config
+from tests.helpers.configs import compose_config, train_config
 from tests.helpers.paths import ROOT
 
 
@@ -46,6 +49,24 @@ def test_resume_continues_the_step_count(small_dataset, tmp_path):
     train(train_config(small_dataset, tmp_path / "b", *common, "trainer.max_epochs=2", f"ckpt_path={last}"))
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 6 and resumed["epoch"] == 1
+
+
+def test_resume_needs_only_the_checkpoint_path(small_dataset, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fgbg")
+    first = train_config(small_dataset, tmp_path / "a", "model=net", "data.image_size=16", "trainer.max_epochs=1",
+                         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false")
+    train(first)
+    save_config(first, tmp_path / "a")  # what Hydra writes for python train.py
+    last = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    # The run's data and model (net, not the default convgen, whose weights would not fit), plus what is given.
+    given = [f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=2"]
+    train(compose_config("train", given), overrides=given)
+    resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 4 and resumed["epoch"] == 1
+    assert "given here: ckpt_path=" in caplog.text and "trainer.max_epochs=2" in caplog.text
+    saved = OmegaConf.load(tmp_path / "b" / ".hydra" / "config.yaml")  # what a resume from b reads
+    assert saved.model._target_.endswith(".Net") and saved.trainer.max_epochs == 2
+    assert saved.data.data_dir == str(small_dataset) and saved.ckpt_path == str(last)
 
 
 def test_wandb_runs_offline_without_an_account(small_dataset, tmp_path, monkeypatch):

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fgbg.build.generation import Settings, generate
+from fgbg.build.batch_zip import Settings
+from fgbg.build.generation import generate
 from fgbg.build.sources import ImageFolders, SampleScenes
 from fgbg.errors import EXIT_USER_ERROR
-from fgbg.format import archive
+from fgbg.format import locks, manifest, writer, zips
 from tests.helpers.configs import datamodule
 from tests.helpers.data import SMALL, flip_a_byte_inside, make_dataset
 from tests.helpers.paths import ROOT
@@ -133,14 +134,14 @@ def test_a_finished_run_is_skipped_and_an_interrupted_one_resumes(tmp_path, sour
     assert run(batch=1) == [out / ZIPS[0]]  # a run stopped after its first zip
     assert run() == [out / ZIPS[1]]
     assert run() == []
-    assert archive.read_manifest(out / ZIPS[0])["settings"]["source"]["source"] == source
+    assert manifest.read_manifest(out / ZIPS[0])["settings"]["source"]["source"] == source
 
 
 def test_a_zip_being_written_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    with archive.sole_writer(out / ZIPS[0]):
-        with pytest.raises(archive.ArchiveError) as refused:
+    with locks.sole_writer(out / ZIPS[0]):
+        with pytest.raises(zips.ArchiveError) as refused:
             make_dataset(out, TINY, workers=1)
         message = str(refused.value)
         assert f"pid {os.getpid()} on {socket.gethostname()}, started " in message
@@ -160,14 +161,14 @@ def test_each_writer_has_its_own_partial_and_leftovers_of_killed_writers_go(tmp_
     for path in leftovers:
         path.write_bytes(b"PK half a zip")
     seen = []
-    real = archive.BatchWriter.write_manifest
+    real = writer.BatchWriter.write_manifest
 
     def look(self, manifest):
         seen.append(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
         return real(self, manifest)
 
-    monkeypatch.setattr(archive.BatchWriter, "write_manifest", look)
-    with caplog.at_level(logging.INFO, logger="fgbg.format.archive"):
+    monkeypatch.setattr(writer.BatchWriter, "write_manifest", look)
+    with caplog.at_level(logging.INFO, logger="fgbg.format.locks"):
         make_dataset(out, TINY, workers=1)
     assert seen == [[f"{ZIPS[0]}.partial-{os.getpid()}"], [ZIPS[0], f"{ZIPS[1]}.partial-{os.getpid()}"]]
     assert sorted(p.name for p in out.iterdir()) == ZIPS
@@ -181,7 +182,7 @@ def test_a_damaged_finished_zip_is_written_again(tmp_path, caplog):
     member = "fg_bg_jpg/fg_bg_4_2_1_2.jpg"
     flip_a_byte_inside(out / ZIPS[0], member)
     with zipfile.ZipFile(out / ZIPS[0]) as zf:
-        assert zf.testzip() == member and archive.damaged_member(zf) == member
+        assert zf.testzip() == member and manifest.damaged_member(zf) == member
     with caplog.at_level(logging.WARNING, logger="fgbg.build.generation"):
         assert make_dataset(out, TINY, workers=1) == [out / ZIPS[0]]
     assert f"{out / ZIPS[0]}: member {member} is damaged" in caplog.text
@@ -198,14 +199,14 @@ def test_damage_check_agrees_with_testzip(tmp_path):
         if member:
             flip_a_byte_inside(path, member)
         with zipfile.ZipFile(path) as zf:
-            assert archive.damaged_member(zf) == zf.testzip() == member
+            assert manifest.damaged_member(zf) == zf.testzip() == member
 
 
 def test_an_unreadable_finished_zip_stops_the_run_by_name(tmp_path):
     out = tmp_path / "out"
     make_dataset(out, TINY, workers=1, batch=2)
     (out / ZIPS[1]).write_bytes((out / ZIPS[1]).read_bytes()[:-100])  # cut through the central directory
-    with pytest.raises(archive.ArchiveError, match=f"{ZIPS[1]}: not a complete batch zip .*delete it or pass overwrite=true"):
+    with pytest.raises(zips.ArchiveError, match=f"{ZIPS[1]}: not a complete batch zip .*delete it or pass overwrite=true"):
         make_dataset(out, TINY, workers=1)
 
 

@@ -9,6 +9,8 @@ base plane. Everything is seeded per image id, so the same (seed, id) always giv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from fgbg.format.names import BG_SIZE, FG_SIZE
@@ -38,59 +40,77 @@ def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarr
 def background(seed: int, image_id: int, size: int = BG_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Render background ``image_id``: ``(rgb (H, W, 3) uint8, depth (H, W) float32 metres)``."""
     rng = _rng(seed, 0, image_id)
-    half_width = rng.uniform(1.5, 3.5)
-    height = rng.uniform(2.4, 3.2)
-    eye = rng.uniform(0.9, 1.7)
-    back = rng.uniform(4.0, 9.0)
-    focal = size * rng.uniform(0.7, 1.1)
+    # Drawn one at a time, in this order: the same (seed, id) keeps giving the same room.
+    room = _Room(*(rng.uniform(low, high) for low, high in ((1.5, 3.5), (2.4, 3.2), (0.9, 1.7), (4.0, 9.0), (0.7, 1.1))))
     pan = rng.uniform(-0.35, 0.35)  # horizontal shift of the view, in ray-slope units
     tilt = rng.uniform(-0.15, 0.2)
-
     v, u = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    focal = size * room.focal
     dx = (u - size / 2) / focal + pan
     dy = (v - size / 2) / focal + tilt  # image y grows downwards, so +dy looks at the floor
+    rgb, depth = _walls(rng, room, dx, dy)
+    _furniture(rng, room, dx, dy, rgb, depth)
+    # Light falls off with distance, like a lamp at the camera; a little sensor noise on top.
+    rgb *= (1.15 - 0.6 * (depth / depth.max()))[..., None]
+    rgb += rng.normal(0, 0.015, size=rgb.shape)
+    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), depth
+
+
+@dataclass(frozen=True)
+class _Room:
+    """A box-shaped room seen from its middle (metres), and the camera's focal length in image widths."""
+
+    half_width: float
+    height: float
+    eye: float
+    back: float
+    focal: float
+
+
+def _walls(rng: np.random.Generator, room: _Room, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Colour ``(H, W, 3)`` float32 and depth ``(H, W)`` of the first wall each ray ``(dx, dy)`` ``(H, W)`` hits."""
     inf = np.float32(np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         candidates = {
-            "floor": np.where(dy > 0, eye / dy, inf),
-            "ceiling": np.where(dy < 0, -(height - eye) / dy, inf),
-            "left": np.where(dx < 0, -half_width / dx, inf),
-            "right": np.where(dx > 0, half_width / dx, inf),
-            "back": np.full_like(dx, back),
+            "floor": np.where(dy > 0, room.eye / dy, inf),
+            "ceiling": np.where(dy < 0, -(room.height - room.eye) / dy, inf),
+            "left": np.where(dx < 0, -room.half_width / dx, inf),
+            "right": np.where(dx > 0, room.half_width / dx, inf),
+            "back": np.full_like(dx, room.back),
         }
     surfaces = list(candidates)
     stack = np.stack([candidates[s] for s in surfaces])
     hit = np.argmin(stack, axis=0)
     depth = np.min(stack, axis=0).astype(np.float32)
     x, y = dx * depth, dy * depth  # world coordinates of each hit point
-
-    rgb = np.zeros((size, size, 3), np.float32)
+    rgb = np.zeros((*dx.shape, 3), np.float32)
     coords = {"floor": (x, depth), "ceiling": (x, depth), "left": (depth, y), "right": (depth, y), "back": (x, y)}
     for index, surface in enumerate(surfaces):
         where = hit == index
         base, accent = _colour(rng), _colour(rng)
-        pattern = _texture(rng, *coords[surface])
-        shade = base[None, None] * (1 - 0.35 * pattern[..., None]) + accent[None, None] * 0.35 * pattern[..., None]
-        rgb[where] = shade[where]
+        rgb[where] = _blend(base, accent, _texture(rng, *coords[surface]), 0.35)[where]
+    return rgb, depth
 
-    # Furniture: camera-facing blocks standing on the floor; nearer surfaces win.
+
+def _blend(base: np.ndarray, accent: np.ndarray, pattern: np.ndarray, strength: float) -> np.ndarray:
+    """``(H, W, 3)``: colour ``base`` ``(3,)`` blended towards ``accent`` by ``strength * pattern`` ``(H, W)``."""
+    return base[None, None] * (1 - strength * pattern[..., None]) + accent[None, None] * strength * pattern[..., None]
+
+
+def _furniture(rng: np.random.Generator, room: _Room, dx, dy, rgb: np.ndarray, depth: np.ndarray) -> None:
+    """Paint camera-facing blocks standing on the floor into ``rgb`` ``(H, W, 3)`` and ``depth`` ``(H, W)`` (in
+    place) for rays ``dx, dy`` ``(H, W)``; nearer surfaces win."""
     for _ in range(rng.integers(1, 4)):
-        z = rng.uniform(2.0, back - 0.3)
+        z = rng.uniform(2.0, room.back - 0.3)
         width, tall = rng.uniform(0.4, 1.6), rng.uniform(0.4, 1.8)
-        left = rng.uniform(-half_width, half_width - width)
+        left = rng.uniform(-room.half_width, room.half_width - width)
         with np.errstate(divide="ignore", invalid="ignore"):
             hx, hy = dx * z, dy * z
-        front = (hx >= left) & (hx <= left + width) & (hy <= eye) & (hy >= eye - tall) & (z < depth)
+        front = (hx >= left) & (hx <= left + width) & (hy <= room.eye) & (hy >= room.eye - tall) & (z < depth)
         pattern = _texture(rng, hx, hy)
-        colour, accent = _colour(rng), _colour(rng)
-        block = colour[None, None] * (1 - 0.3 * pattern[..., None]) + accent[None, None] * 0.3 * pattern[..., None]
+        block = _blend(_colour(rng), _colour(rng), pattern, 0.3)
         rgb[front] = block[front]
         depth[front] = z
-
-    # Light falls off with distance, like a lamp at the camera; a little sensor noise on top.
-    rgb *= (1.15 - 0.6 * (depth / depth.max()))[..., None]
-    rgb += rng.normal(0, 0.015, size=rgb.shape)
-    return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), depth
 
 
 def foreground(seed: int, image_id: int, size: int = FG_SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -101,34 +121,9 @@ def foreground(seed: int, image_id: int, size: int = FG_SIZE) -> tuple[np.ndarra
     """
     rng = _rng(seed, 1, image_id)
     v, u = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size * 2 - 1  # in [-1, 1]
-    kind = rng.integers(0, 4)
-    if kind == 0:  # a standing figure: body ellipse and a head
-        body = ((u / rng.uniform(0.3, 0.5)) ** 2 + ((v - 0.25) / rng.uniform(0.5, 0.7)) ** 2) <= 1
-        head_r = rng.uniform(0.18, 0.28)
-        head = (u**2 + (v + 0.55) ** 2) <= head_r**2
-        shape = body | head
-    elif kind == 1:  # an ellipse at an angle
-        angle = rng.uniform(0, np.pi)
-        ru, rv = rng.uniform(0.4, 0.9), rng.uniform(0.25, 0.6)
-        a = u * np.cos(angle) + v * np.sin(angle)
-        b = -u * np.sin(angle) + v * np.cos(angle)
-        shape = (a / ru) ** 2 + (b / rv) ** 2 <= 1
-    elif kind == 2:  # a star-like polygon
-        spikes = rng.integers(3, 8)
-        radius = np.hypot(u, v)
-        theta = np.arctan2(v, u) + rng.uniform(0, np.pi)
-        outline = rng.uniform(0.45, 0.7) + rng.uniform(0.1, 0.3) * np.cos(spikes * theta)
-        shape = radius <= outline
-    else:  # a chair/table-like block with legs
-        top = (np.abs(u) <= rng.uniform(0.5, 0.9)) & (v >= -0.6) & (v <= rng.uniform(-0.2, 0.2))
-        leg_w = rng.uniform(0.08, 0.18)
-        legs = (v > -0.6) & (v <= 0.9) & ((np.abs(u - 0.5) <= leg_w) | (np.abs(u + 0.5) <= leg_w))
-        shape = top | legs
-    shape &= (np.abs(u) < 0.97) & (np.abs(v) < 0.97)
-
+    shape = _SHAPES[rng.integers(0, 4)](rng, u, v) & (np.abs(u) < 0.97) & (np.abs(v) < 0.97)
     base, accent = _colour(rng, 0.05, 1.0), _colour(rng, 0.05, 1.0)
-    pattern = _texture(rng, u * 2, v * 2)
-    rgb = base[None, None] * (1 - 0.5 * pattern[..., None]) + accent[None, None] * 0.5 * pattern[..., None]
+    rgb = _blend(base, accent, _texture(rng, u * 2, v * 2), 0.5)
     # Rounded relief: the middle of the object bulges towards the camera, which also shades it.
     bulge = np.clip(1 - (u**2 + v**2), 0, 1) ** 0.5
     rgb *= (0.65 + 0.35 * bulge)[..., None]
@@ -137,3 +132,38 @@ def foreground(seed: int, image_id: int, size: int = FG_SIZE) -> tuple[np.ndarra
     rgba[..., 3] = np.where(shape, 255, 0)
     relief = np.where(shape, rng.uniform(0.1, 0.5) * bulge, 0).astype(np.float32)
     return rgba, relief
+
+
+def _figure(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A standing figure: body ellipse and a head; ``(S, S)`` bool over coordinates ``u, v`` in [-1, 1]."""
+    body = ((u / rng.uniform(0.3, 0.5)) ** 2 + ((v - 0.25) / rng.uniform(0.5, 0.7)) ** 2) <= 1
+    head_r = rng.uniform(0.18, 0.28)
+    return body | ((u**2 + (v + 0.55) ** 2) <= head_r**2)
+
+
+def _ellipse(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """An ellipse at an angle."""
+    angle = rng.uniform(0, np.pi)
+    ru, rv = rng.uniform(0.4, 0.9), rng.uniform(0.25, 0.6)
+    a = u * np.cos(angle) + v * np.sin(angle)
+    b = -u * np.sin(angle) + v * np.cos(angle)
+    return (a / ru) ** 2 + (b / rv) ** 2 <= 1
+
+
+def _star(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A star-like polygon."""
+    spikes = rng.integers(3, 8)
+    radius = np.hypot(u, v)
+    theta = np.arctan2(v, u) + rng.uniform(0, np.pi)
+    return radius <= rng.uniform(0.45, 0.7) + rng.uniform(0.1, 0.3) * np.cos(spikes * theta)
+
+
+def _table(rng: np.random.Generator, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A chair/table-like block with legs."""
+    top = (np.abs(u) <= rng.uniform(0.5, 0.9)) & (v >= -0.6) & (v <= rng.uniform(-0.2, 0.2))
+    leg_w = rng.uniform(0.08, 0.18)
+    legs = (v > -0.6) & (v <= 0.9) & ((np.abs(u - 0.5) <= leg_w) | (np.abs(u + 0.5) <= leg_w))
+    return top | legs
+
+
+_SHAPES = (_figure, _ellipse, _star, _table)

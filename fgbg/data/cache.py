@@ -3,15 +3,15 @@
 Decoding the JPEGs is most of the cost of loading a sample; the cache pays it once per (zips, selected
 samples, image size, grayscale) and afterwards feeds batches with a few array copies. It lives under
 ``<data_dir>/cache/<strategy>_<size>_<gray|rgb>_<key>/``, where ``key`` hashes what decides its contents
-(each zip's name, size and modification time, the samples' selection, the transform's size and colour),
+(each zip's name, size and modification time, the samples' selection, the preprocessing's size and colour),
 so a regenerated dataset or another selection gets a cache of its own. It is built in a temporary folder
 (``<folder>.partial-<pid>``) renamed into place when complete: an interrupted build leaves nothing that
-would be read. One process builds a given cache (:func:`~fgbg.format.archive.sole_writer`; a second waits, then
+would be read. One process builds a given cache (:func:`~fgbg.format.locks.sole_writer`; a second waits, then
 reads it), its loader workers die with it, and partials of killed builds are removed by the next build.
 
-Per folder, one ``.npy`` per key of the batch contract (pixels as ``SampleTransform.resized`` gives them):
-``fg_bg_image``, ``ms_bg_image``, ``dp_image`` ``(N, ...)`` in the order of ``samples.npy``, ``(N, 6)``
-int32 rows ``(batch, fg, bg, flip, k, background row)``, and ``bg_image`` ``(backgrounds, ...)``, each
+Per folder, one ``.npy`` per key of the batch contract (pixels as ``Preprocessing.resized`` gives them):
+``composite``, ``mask``, ``depth`` ``(N, ...)`` in the order of ``samples.npy``, ``(N, 6)``
+int32 rows ``(batch, fg, bg, flip, k, background row)``, and ``background`` ``(backgrounds, ...)``, each
 background once. Normalisation is not cached: it is applied when the pixels become tensors.
 """
 
@@ -28,12 +28,16 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.dataset import PixelDataset, ZipSampleDataset
-from fgbg.data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
-from fgbg.format.archive import PARTIAL_SUFFIX, ArchiveError, die_with_parent, partial_path, sole_writer
+from fgbg.data.transforms import Preprocessing
+from fgbg.format.locks import sole_writer
+from fgbg.format.writer import PARTIAL_SUFFIX, partial_path
+from fgbg.format.zips import ArchiveError
+from fgbg.processes import die_with_parent
 
 SAMPLES = "samples.npy"
-PER_SAMPLE = (FG_BG_KEY, MASK_KEY, DEPTH_KEY)
+PER_SAMPLE = (COMPOSITE, MASK, DEPTH)
 # Samples decoded per task of the build's worker processes.
 BUILD_CHUNK = 512
 
@@ -43,14 +47,22 @@ def _table(samples: np.ndarray) -> np.ndarray:
     return np.column_stack([samples[name].astype(np.int32) for name in ("batch", "fg", "bg", "flip", "k")]).reshape(-1, 5)
 
 
-def cache_dir(data_dir: Path, strategy: str, zips: dict[int, Path], table: np.ndarray, transform: SampleTransform) -> Path:
+def cache_dir(
+    data_dir: Path, strategy: str, zips: dict[int, Path], table: np.ndarray, preprocessing: Preprocessing
+) -> Path:
     """The folder of the cache of ``strategy``'s samples (``table``, see :func:`_table`) from ``zips``."""
     stats = {str(batch): [path.name, path.stat().st_size, path.stat().st_mtime_ns] for batch, path in sorted(zips.items())}
-    decided_by = {"zips": stats, "size": transform.size, "grayscale": transform.grayscale}
+    # The arrays' names too: a cache written under other names is another cache, not a broken one.
+    decided_by = {
+        "zips": stats,
+        "size": preprocessing.image_size,
+        "grayscale": preprocessing.grayscale,
+        "arrays": [BACKGROUND, *PER_SAMPLE],
+    }
     digest = hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode())
     digest.update(table.tobytes())
-    colour = "gray" if transform.grayscale else "rgb"
-    return Path(data_dir) / "cache" / f"{strategy}_{transform.size}_{colour}_{digest.hexdigest()[:12]}"
+    colour = "gray" if preprocessing.grayscale else "rgb"
+    return Path(data_dir) / "cache" / f"{strategy}_{preprocessing.image_size}_{colour}_{digest.hexdigest()[:12]}"
 
 
 class _Chunks(Dataset):
@@ -64,7 +76,7 @@ class _Chunks(Dataset):
 
     def __getitem__(self, chunk: int) -> dict[str, np.ndarray]:
         indices = range(chunk * BUILD_CHUNK, min((chunk + 1) * BUILD_CHUNK, len(self.source)))
-        return {key: value for key, value in self.source.stacked_pixels(list(indices)).items() if key != BG_KEY}
+        return {key: value for key, value in self.source.stacked_pixels(list(indices)).items() if key != BACKGROUND}
 
 
 def _unchanged(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -72,18 +84,23 @@ def _unchanged(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def build(
-    data_dir: Path, strategy: str, zips: dict[int, Path], samples: np.ndarray, transform: SampleTransform, workers: int = 0
+    data_dir: Path,
+    strategy: str,
+    zips: dict[int, Path],
+    samples: np.ndarray,
+    preprocessing: Preprocessing,
+    workers: int = 0,
 ) -> Path:
     """The cache folder of ``strategy``'s ``samples``, decoded with ``workers`` processes unless it exists."""
     table = _table(samples)
-    folder = cache_dir(data_dir, strategy, zips, table, transform)
+    folder = cache_dir(data_dir, strategy, zips, table, preprocessing)
     if folder.exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_partials(folder.parent)
     with sole_writer(folder, wait=True):  # another process building it: wait, then use what it built
         if not folder.exists():
-            _write(folder, ZipSampleDataset(zips, samples, transform), table, workers)
+            _write(folder, ZipSampleDataset(zips, samples, preprocessing), table, workers)
     return folder
 
 
@@ -96,14 +113,14 @@ def _remove_abandoned_partials(root: Path) -> None:
 
 def _write(folder: Path, source: ZipSampleDataset, table: np.ndarray, workers: int) -> None:
     """Decode ``source``'s samples (rows ``table``) into a partial folder, then rename it to ``folder``."""
-    # Each background's row in bg_image.npy, and the first sample that shows it.
+    # Each background's row in background.npy, and the first sample that shows it.
     _, first_use, bg_rows = np.unique(table[:, :3:2], axis=0, return_index=True, return_inverse=True)
     partial = partial_path(folder)
     partial.mkdir()
     try:
         np.save(partial / SAMPLES, np.column_stack([table, bg_rows.reshape(-1).astype(np.int32)]))
         # Through the samples' own path, so that each background's pixels are exactly those loading gives.
-        np.save(partial / f"{BG_KEY}.npy", source.stacked_pixels(first_use.tolist())[BG_KEY])
+        np.save(partial / f"{BACKGROUND}.npy", source.stacked_pixels(first_use.tolist())[BACKGROUND])
         arrays, start = {}, 0
         loader = DataLoader(
             _Chunks(source), batch_size=None, num_workers=workers, collate_fn=_unchanged,
@@ -126,19 +143,19 @@ def _write(folder: Path, source: ZipSampleDataset, table: np.ndarray, workers: i
 
 
 def _die_with_parent(parent_pid: int, worker_id: int) -> None:
-    """A loader worker's ``worker_init_fn``: :func:`~fgbg.format.archive.die_with_parent`."""
+    """A loader worker's ``worker_init_fn``: :func:`~fgbg.processes.die_with_parent`."""
     die_with_parent(parent_pid)
 
 
 class CachedSampleDataset(PixelDataset):
     """``samples`` (all held by the cache in ``folder``) read from its memory-mapped arrays.
 
-    Items equal :class:`ZipSampleDataset`'s for the same samples and transform: the same pixels become
+    Items equal :class:`ZipSampleDataset`'s for the same samples and preprocessing: the same pixels become
     tensors the same way. Each process maps the arrays itself (a mapping does not cross into workers).
     """
 
-    def __init__(self, folder: Path, samples: np.ndarray, transform: SampleTransform):
-        super().__init__(samples, transform)
+    def __init__(self, folder: Path, samples: np.ndarray, preprocessing: Preprocessing):
+        super().__init__(samples, preprocessing)
         self.folder = Path(folder)
         table = np.load(self.folder / SAMPLES)
         row_of = {tuple(key): row for row, key in enumerate(table[:, :5].tolist())}
@@ -157,5 +174,5 @@ class CachedSampleDataset(PixelDataset):
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
         rows = self.rows[indices]
         pixels = {key: self._array(key)[rows] for key in PER_SAMPLE}
-        pixels[BG_KEY] = self._array(BG_KEY)[self.bg_rows[rows]]
+        pixels[BACKGROUND] = self._array(BACKGROUND)[self.bg_rows[rows]]
         return pixels

@@ -7,7 +7,6 @@ The training loader resumes where a checkpoint stopped it, mid-epoch included: i
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from fgbg.data.cache import CachedSampleDataset, build
 from fgbg.data.dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
 from fgbg.data.index import select, split
-from fgbg.data.transforms import SampleTransform
+from fgbg.data.transforms import Preprocessing
 from fgbg.errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 
 
@@ -72,13 +71,15 @@ class ZipDataModule(L.LightningDataModule):
         data_dir: folder holding ``batch<N>_images.zip``.
         strategy: key of ``strategies``, e.g. ``4k``; each is ``{"batches": [...], "n_bg": N | None}``.
         split: keyword arguments of :func:`fgbg.data.index.split` (held-out fractions, seed).
-        image_size, grayscale: the transform (the source document: 64, True).
-        stats: per-category mean/std; used to normalise the inputs when ``normalize``.
+        image_size, grayscale, normalize, stats: the :class:`~fgbg.data.transforms.Preprocessing`
+            (``preprocessing``): side, colour, and per-category mean/std that normalise the inputs when ``normalize``.
         cache: decode the strategy's samples once into memory-mapped uint8 arrays under
             ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
         on_bad_sample: ``raise`` or ``skip`` (and count) samples whose images are corrupt, when reading the zips.
         seed: the training order's (a permutation per epoch, drawn from ``seed + epoch``).
 
+    Defaults live in ``conf/data/default.yaml`` only. ``setup`` fills ``parts`` and ``split_description`` (what
+    :class:`~fgbg.training.callbacks.SplitFile` writes to ``<run>/split.json``).
     Raises :class:`~fgbg.errors.ConfigError`, naming the ``data.`` key, for a value out of range.
     """
 
@@ -88,20 +89,22 @@ class ZipDataModule(L.LightningDataModule):
         strategy: str,
         strategies: dict,
         split: dict,
-        image_size: int = 64,
-        grayscale: bool = True,
-        normalize: bool = False,
-        stats: dict | None = None,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        cache: bool = False,
-        on_bad_sample: str = "raise",
-        seed: int = 0,
+        image_size: int,
+        grayscale: bool,
+        normalize: bool,
+        stats: dict,
+        batch_size: int,
+        num_workers: int,
+        cache: bool,
+        on_bad_sample: str,
+        seed: int,
     ):
         super().__init__()
         self.data_dir, self.strategy, self.strategies = Path(data_dir), strategy, strategies
         self.split_args = _checked_split(split)
-        self.transform = SampleTransform(image_size, grayscale, stats if normalize else None)
+        self.preprocessing = Preprocessing.from_data(
+            {"image_size": image_size, "grayscale": grayscale, "normalize": normalize, "stats": stats}
+        )
         self.batch_size = check_int("data.batch_size", batch_size, 1)
         self.num_workers = check_int("data.num_workers", num_workers, 0)
         self.cache = cache
@@ -111,7 +114,7 @@ class ZipDataModule(L.LightningDataModule):
         self.split_description: dict = {}
 
     def _build_cache(self, zips: dict, samples: np.ndarray) -> Path:
-        return build(self.data_dir, self.strategy, zips, samples, self.transform, self.num_workers)
+        return build(self.data_dir, self.strategy, zips, samples, self.preprocessing, self.num_workers)
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node before setup: the cache is built once, not per device.
@@ -126,13 +129,10 @@ class ZipDataModule(L.LightningDataModule):
         self.split_description = {"strategy": self.strategy, "data_dir": str(self.data_dir), **self.split_description}
         if self.cache:
             folder = self._build_cache(zips, samples)
-            self.parts = {name: CachedSampleDataset(folder, part, self.transform) for name, part in parts.items()}
+            self.parts = {name: CachedSampleDataset(folder, part, self.preprocessing) for name, part in parts.items()}
         else:
-            self.parts = {name: ZipSampleDataset(zips, part, self.transform, self.on_bad_sample) for name, part in parts.items()}
-        if self.trainer is not None and self.trainer.is_global_zero:
-            out = Path(self.trainer.default_root_dir) / "split.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(self.split_description, indent=1))
+            read = ZipSampleDataset
+            self.parts = {name: read(zips, part, self.preprocessing, self.on_bad_sample) for name, part in parts.items()}
 
     def _loader_args(self) -> dict:
         return {

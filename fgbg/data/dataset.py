@@ -14,8 +14,9 @@ import simplejpeg
 import torch
 from torch.utils.data import Dataset
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.index import SAMPLE_IMAGES, sample_id
-from fgbg.data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from fgbg.data.transforms import Preprocessing
 from fgbg.errors import check_choice
 from fgbg.format.names import BG, BG_SIZE, composite_member, source_member
 from fgbg.format.zipdir import MemberReader
@@ -27,26 +28,26 @@ BAD_SAMPLE_CHOICES = ("raise", "skip")
 
 
 class PixelDataset(Dataset, abc.ABC):
-    """Items follow the batch contract (see :class:`SampleTransform`); subclasses supply uint8 pixels.
+    """Items follow the batch contract (:mod:`fgbg.data.batch`); subclasses supply uint8 pixels.
 
     A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and turned into
     float tensors at once (per image, those conversions cost as much as decoding).
     """
 
-    def __init__(self, samples: np.ndarray, transform: SampleTransform):
-        self.samples, self.transform = samples, transform
+    def __init__(self, samples: np.ndarray, preprocessing: Preprocessing):
+        self.samples, self.preprocessing = samples, preprocessing
 
     def __len__(self) -> int:
         return len(self.samples)
 
     @abc.abstractmethod
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
-        """Each key of the batch contract -> uint8 pixels of ``indices`` at the transform's size, stacked."""
+        """Each key of the batch contract -> uint8 pixels of ``indices`` at the preprocessing's size, stacked."""
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        batch = self.transform.tensors(self.stacked_pixels(indices))
+        batch = self.preprocessing.tensors(self.stacked_pixels(indices))
         # Fewer than len(indices) when bad samples were skipped.
-        return [{key: value[i] for key, value in batch.items()} for i in range(len(batch[BG_KEY]))]
+        return [{key: value[i] for key, value in batch.items()} for i in range(len(batch[BACKGROUND]))]
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([index])[0]
@@ -64,10 +65,10 @@ class ZipSampleDataset(PixelDataset):
     """
 
     def __init__(
-        self, zips: dict[int, Path], samples: np.ndarray, transform: SampleTransform, on_bad_sample: str = "raise"
+        self, zips: dict[int, Path], samples: np.ndarray, preprocessing: Preprocessing, on_bad_sample: str = "raise"
     ):
         check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
-        super().__init__(samples, transform)
+        super().__init__(samples, preprocessing)
         self.zips, self.on_bad_sample, self.skipped = zips, on_bad_sample, 0
         self._handles: dict[int, MemberReader] = {}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
@@ -104,17 +105,17 @@ class ZipSampleDataset(PixelDataset):
     def _background(self, sample: np.void) -> np.ndarray:
         key = int(sample["batch"]), int(sample["bg"])
         if key not in self._backgrounds:
-            self._backgrounds[key] = self._decoded(sample, 0, self.transform.image)
+            self._backgrounds[key] = self._decoded(sample, 0, self.preprocessing.image)
         return self._backgrounds[key]
 
     def pixels(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index``'s JPEGs decoded at reduced scale, by key of the batch contract (not yet resized)."""
-        sample, t = self.samples[index], self.transform
+        sample, t = self.samples[index], self.preprocessing
         return {  # images 1, 2, 3 of SAMPLE_IMAGES: the composite, its mask, its depth
-            BG_KEY: self._background(sample),
-            FG_BG_KEY: self._decoded(sample, 1, t.image),
-            MASK_KEY: self._decoded(sample, 2, t.target),
-            DEPTH_KEY: self._decoded(sample, 3, t.target),
+            BACKGROUND: self._background(sample),
+            COMPOSITE: self._decoded(sample, 1, t.image),
+            MASK: self._decoded(sample, 2, t.target),
+            DEPTH: self._decoded(sample, 3, t.target),
         }
 
     def _good_pixels(self, indices: list[int]) -> list[dict[str, np.ndarray]]:
@@ -133,4 +134,4 @@ class ZipSampleDataset(PixelDataset):
 
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
         decoded = self._good_pixels(indices)
-        return self.transform.resized({key: np.stack([d[key] for d in decoded]) for key in decoded[0]})
+        return self.preprocessing.resized({key: np.stack([d[key] for d in decoded]) for key in decoded[0]})

@@ -7,23 +7,27 @@ mask is thresholded back to 0/1 (JPEG makes its edges grey). JPEGs are decoded a
 and a whole batch is resized the rest of the way at once.
 
 The resized uint8 pixels are what the decoded cache (``fgbg.data.cache``) stores; the float step works on
-one sample or on a whole batch (any leading dimensions), so both paths give the same tensors.
+one sample or on a whole batch (any leading dimensions), so both paths give the same tensors. Prediction
+takes the same steps on the inputs alone (:meth:`Preprocessing.inputs`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, INPUTS, MASK
 from fgbg.errors import ConfigError, check_int
 from fgbg.format.names import BG, BG_SIZE, FG_BG
 
-# Keys of the batch contract (the source document's names).
-BG_KEY, FG_BG_KEY, MASK_KEY, DEPTH_KEY = "bg_image", "fg_bg_image", "ms_bg_image", "dp_image"
 # The inputs, with the category whose statistics normalise them.
-INPUTS = {BG_KEY: BG, FG_BG_KEY: FG_BG}
+INPUT_CATEGORIES = {BACKGROUND: BG, COMPOSITE: FG_BG}
 # torch resamples uint8 with interleaved channels in vectorised code for up to 4 of them (RGBA).
 _PLANES_PER_RESIZE = 4
 # data.image_size: the decoder's DCT scaling gives n/8 of the stored side (20..160 px), the resize the rest.
@@ -52,48 +56,80 @@ def resize(planes: np.ndarray, size: int) -> np.ndarray:
     Planes go four at a time through torch's vectorised uint8 path: over ten times faster than PIL per
     80 -> 64 plane (a single gray plane would take torch's generic path, no faster than PIL). One sample
     at a time: torch would spread a whole batch over its intra-op threads, which on a busy machine costs
-    three times what it saves.
+    three times what it saves. Planes are padded to a multiple of four with blank ones: torch rounds
+    its generic path otherwise, and a plane resizes the same whatever is stacked beside it.
     """
+    count = planes.shape[-1]
+    padding = -count % _PLANES_PER_RESIZE
+    if padding:
+        planes = np.concatenate([planes, np.zeros((*planes.shape[:-1], padding), np.uint8)], axis=-1)
     out = np.empty((len(planes), size, size, planes.shape[-1]), np.uint8)
     for i, sample in enumerate(planes):
         for start in range(0, planes.shape[-1], _PLANES_PER_RESIZE):
             group = torch.from_numpy(np.ascontiguousarray(sample[None, ..., start : start + _PLANES_PER_RESIZE]))
             resized = F.interpolate(group.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True)
             out[i, ..., start : start + _PLANES_PER_RESIZE] = resized[0].permute(1, 2, 0).numpy()
-    return out
+    return out[..., :count]
 
 
-class SampleTransform:
-    """Turn samples' four JPEGs into the batch contract's tensors, in three steps.
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become the model's tensors: ``image_size`` (side, px), ``grayscale``, normalisation ``stats``.
+
+    One object, made by the DataModule from ``data.*`` (:meth:`from_data`), saved in a checkpoint as one entry
+    (:meth:`to_config`) and rebuilt from it (``Preprocessing(**entry)``), so eval and predict prepare images as
+    training did. Equal objects prepare images identically.
 
     ``image`` / ``target`` decode one JPEG at reduced scale (``decode``); ``resized`` takes those pixels
-    stacked per key of the batch contract, ``(B, H, W)`` or ``(B, H, W, 3)``, to ``(B, S, S[, 3])``;
-    ``tensors`` turns resized pixels, with any leading dimensions ``*``, into ``bg_image``, ``fg_bg_image``:
-    ``(*, C, S, S)`` float (C = 3, gray replicated, when ``grayscale`` as in the source document, else
-    RGB), optionally normalised with per-category ``stats`` (``{category: {"mean": m, "std": s}}``);
-    ``ms_bg_image``: ``(*, 1, S, S)`` 0/1; ``dp_image``: ``(*, 1, S, S)`` in [0, 1], brighter = nearer.
+    stacked per key of the batch contract (:mod:`fgbg.data.batch`), ``(B, H, W)`` or ``(B, H, W, 3)``, to
+    ``(B, S, S[, 3])``; ``tensors`` turns resized pixels, with any leading dimensions ``*``, into
+    ``background``, ``composite``: ``(*, C, S, S)`` float (C = 3, gray replicated, when ``grayscale`` as in the
+    source document, else RGB), normalised with per-category ``stats`` (``{category: {"mean": m, "std": s}}``)
+    unless they are ``None``; ``mask``: ``(*, 1, S, S)`` 0/1; ``depth``: ``(*, 1, S, S)`` in [0, 1], brighter =
+    nearer. ``inputs`` does both steps for the inputs alone, as prediction needs.
     """
 
-    def __init__(self, image_size: int = 64, grayscale: bool = True, stats: dict | None = None):
-        self.size = check_int("data.image_size", image_size, *_IMAGE_SIZES)
-        if not isinstance(grayscale, bool):
-            raise ConfigError(f"data.grayscale={grayscale!r}: expected true or false")
-        self.grayscale, self.stats = grayscale, stats
+    image_size: int
+    grayscale: bool
+    stats: dict | None
+
+    def __post_init__(self):
+        check_int("data.image_size", self.image_size, *_IMAGE_SIZES)
+        if not isinstance(self.grayscale, bool):
+            raise ConfigError(f"data.grayscale={self.grayscale!r}: expected true or false")
+
+    @classmethod
+    def from_data(cls, data: Mapping) -> Preprocessing:
+        """From the ``data`` group's ``image_size``, ``grayscale``, ``normalize`` and ``stats``."""
+        stats = data["stats"] if data["normalize"] else None
+        # Plain containers, as a checkpoint keeps them (Hydra hands a DictConfig to the DataModule).
+        if isinstance(stats, DictConfig):
+            stats = OmegaConf.to_container(stats, resolve=True)
+        return cls(data["image_size"], data["grayscale"], stats)
+
+    def to_config(self) -> dict:
+        """Plain values, as a checkpoint's hyperparameters keep them."""
+        return {"image_size": self.image_size, "grayscale": self.grayscale, "stats": self.stats}
+
+    def differences(self, other: Preprocessing) -> dict[str, tuple]:
+        """``{field: (this one's, other's)}`` for each field that differs; empty when both prepare images alike."""
+        theirs = other.to_config()
+        return {key: (value, theirs[key]) for key, value in self.to_config().items() if theirs[key] != value}
 
     def image(self, data: bytes, name: str | None = None) -> np.ndarray:
         """An input (background or composite) -> uint8 pixels, gray or RGB."""
-        return decode(data, self.size, self.grayscale, name)
+        return decode(data, self.image_size, self.grayscale, name)
 
     def target(self, data: bytes, name: str | None = None) -> np.ndarray:
         """A target (mask or depth) -> gray uint8 pixels."""
-        return decode(data, self.size, True, name)
+        return decode(data, self.image_size, True, name)
 
     def resized(self, pixels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if next(iter(pixels.values())).shape[1:3] == (self.size, self.size):
+        if next(iter(pixels.values())).shape[1:3] == (self.image_size, self.image_size):
             return pixels
         # All of a sample's planes side by side (4 when gray), resized together.
         planes = [p if p.ndim == 4 else p[..., None] for p in pixels.values()]
-        out = resize(np.concatenate(planes, axis=-1), self.size)
+        out = resize(np.concatenate(planes, axis=-1), self.image_size)
         resized, start = {}, 0
         for (key, original), plane in zip(pixels.items(), planes):
             channels = plane.shape[-1]
@@ -102,18 +138,29 @@ class SampleTransform:
         return resized
 
     def tensors(self, pixels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        out = self._input_tensors(pixels)
+        out[MASK] = torch.from_numpy((pixels[MASK] > 127).astype(np.float32)[..., None, :, :])
+        out[DEPTH] = torch.from_numpy(_unit(pixels[DEPTH])[..., None, :, :])
+        return out
+
+    def inputs(self, background: np.ndarray, composite: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded pixels of the inputs (``image``), ``(B, H, W[, 3])`` each -> ``background``, ``composite``
+        ``(B, C, S, S)``: the tensors training makes of the same pixels, without targets."""
+        tensors = self._input_tensors(self.resized({BACKGROUND: background, COMPOSITE: composite}))
+        return tensors[BACKGROUND], tensors[COMPOSITE]
+
+    def _input_tensors(self, pixels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         # In NumPy, which runs these small element-wise steps on the calling thread: torch would spread
         # them over its intra-op threads, which the model's step needs (and which spin when contended).
         out = {}
-        for key, category in INPUTS.items():
+        for key in INPUTS:
             # Convert before replicating the gray channel: a third of the work.
             image = _unit(pixels[key])
             if self.stats is not None:
-                image = (image - np.float32(self.stats[category]["mean"])) / np.float32(self.stats[category]["std"])
+                category = self.stats[INPUT_CATEGORIES[key]]
+                image = (image - np.float32(category["mean"])) / np.float32(category["std"])
             image = np.repeat(image[..., None, :, :], 3, axis=-3) if self.grayscale else np.moveaxis(image, -1, -3)
             out[key] = torch.from_numpy(np.ascontiguousarray(image))
-        out[MASK_KEY] = torch.from_numpy((pixels[MASK_KEY] > 127).astype(np.float32)[..., None, :, :])
-        out[DEPTH_KEY] = torch.from_numpy(_unit(pixels[DEPTH_KEY])[..., None, :, :])
         return out
 
 

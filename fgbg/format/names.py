@@ -6,7 +6,7 @@ imports these instead of re-typing a pattern. The names are the source document'
     bg_jpg/bg_img_5.jpg                  background 5 (160x160)
     fg_jpg/fg_img_91.jpg                 foreground 91 (80x80)
     mask_jpg/mask_img_91.jpg             foreground 91's mask (80x80)
-    fg_bg_jpg/fg_bg_1_4_0_15.jpg         fg 1 on bg 4, not flipped, placement 15 (of 1..20)
+    fg_bg_jpg/fg_bg_1_4_0_15.jpg         fg 1 on bg 4, not flipped, placement 15 (1-based)
     mask_black_jpg/bg_mask_1_4_0_15.jpg  that composite's mask on black (160x160)
     depth_fg_bg_jpg/depth_fg_bg_1_4_0_15.jpg  that composite's depth map (160x160)
 """
@@ -25,7 +25,6 @@ FG_SIZE = 80
 # Offsets along each axis run over 0..BG_SIZE-FG_SIZE-1, so the foreground always fits inside.
 OFFSET_RANGE = BG_SIZE - FG_SIZE
 FG_PER_ZIP = 10
-PLACEMENTS = 20
 
 BG = "bg_jpg"
 FG = "fg_jpg"
@@ -37,6 +36,8 @@ CATEGORIES = (BG, FG, FG_BG, MASK, MASK_BLACK, DEPTH)
 # Categories with one image per composite, in the order a sample lists them.
 COMPOSITE_CATEGORIES = (FG_BG, MASK_BLACK, DEPTH)
 MANIFEST = "manifest.json"
+# Entries of a zip that are not images: the manifest, and the folder entries that some zip tools add.
+NOT_IMAGES = frozenset({MANIFEST, *(f"{category}/" for category in CATEGORIES)})
 
 _SOURCE_PREFIX = {BG: "bg_img", FG: "fg_img", MASK: "mask_img"}
 _COMPOSITE_PREFIX = {FG_BG: "fg_bg", MASK_BLACK: "bg_mask", DEPTH: "depth_fg_bg"}
@@ -79,6 +80,24 @@ def source_member(category: str, image_id: int) -> str:
 def composite_member(category: str, sample: SampleId) -> str:
     """Zip member of a composite, its mask or its depth: ``fg_bg_jpg/fg_bg_1_4_0_15.jpg``."""
     return f"{category}/{_COMPOSITE_PREFIX[category]}_{sample.stem()}.jpg"
+
+
+def is_image(member: str) -> bool:
+    """Whether a zip member is an image, the one rule for every reader: anything but :data:`NOT_IMAGES`.
+
+    An image whose name is not one of the dataset's is still an image: the index refuses it by name.
+    """
+    return member not in NOT_IMAGES
+
+
+def images_by_category(members: list[str]) -> dict[str, list[str]]:
+    """The image members (:func:`is_image`) of each of :data:`CATEGORIES`, by their folder, in ``members``' order."""
+    found: dict[str, list[str]] = {category: [] for category in CATEGORIES}
+    for member in members:
+        folder = found.get(member.partition("/")[0])
+        if folder is not None and is_image(member):
+            folder.append(member)
+    return found
 
 
 def parse_member(member: str) -> tuple[str, int | SampleId]:

@@ -35,9 +35,9 @@ class ConvGen(nn.Module):
         self.convblock3 = nn.Sequential(nn.Conv2d(128, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU())
         self.convblock4 = nn.Sequential(nn.Conv2d(256, mask_channels + depth_channels, 3, padding=1, bias=False))
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``bg_image``, ``fg_bg_image`` ``(B, C, H, W)`` -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each."""
-        bg = self.convblock2(self.convblock1(batch["bg_image"]))
-        fg_bg = self.convblock2(self.convblock1(batch["fg_bg_image"]))
+    def forward(self, background: Tensor, composite: Tensor) -> tuple[Tensor, Tensor]:
+        """``background``, ``composite`` ``(B, C, H, W)`` -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each."""
+        bg = self.convblock2(self.convblock1(background))
+        fg_bg = self.convblock2(self.convblock1(composite))
         out = self.convblock4(self.convblock3(torch.cat([bg, fg_bg], dim=1)))
         return out[:, : self.mask_channels], out[:, self.mask_channels :]

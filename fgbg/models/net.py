@@ -61,9 +61,9 @@ class Net(nn.Module):
         self.layer9 = nn.Sequential(*_conv_bn_relu(512, 256))
         self.layer10 = nn.Sequential(nn.Conv2d(256, mask_channels, 3, padding=1, bias=False))
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``bg_image``, ``fg_bg_image`` ``(B, C, H, W)`` -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each."""
-        bg, fg_bg = batch["bg_image"], batch["fg_bg_image"]
+    def forward(self, background: Tensor, composite: Tensor) -> tuple[Tensor, Tensor]:
+        """``background``, ``composite`` ``(B, C, H, W)`` -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each."""
+        bg, fg_bg = background, composite
 
         x = self.layer1(self.input_layer(torch.cat([bg, fg_bg], dim=1)))
         x = x + self.resblock1(x)

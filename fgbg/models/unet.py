@@ -35,8 +35,8 @@ class UNet(nn.Module):
     are 2 x 2, so evaluation (running statistics) computed another function than training (batch
     statistics); with ``refine`` the held-out mask IoU fell from 0.84 with batch statistics to 0.39 with
     running ones. GroupNorm keeps no running statistics: training and evaluation agree, and a prediction
-    does not depend on the rest of its batch. The defaults here are the first layout (stacked bg and
-    composite, smp's resnet18 with BatchNorm), which checkpoints made before these options rebuild.
+    does not depend on the rest of its batch. The defaults here are that file's; checkpoints made before these
+    options existed get their first layout filled in by ``fgbg.training.module.load_module``.
 
     Input sides must be multiples of ``2 ** encoder_depth`` (32 by default: 64, 96, 128, 160): each stage then
     halves exactly and the decoder's upsampled features line up pixel for pixel with their skips. smp would
@@ -50,7 +50,7 @@ class UNet(nn.Module):
             They come from the Hugging Face cache, or are downloaded into it. They hold BatchNorm
             statistics: use them with ``encoder_norm=None``.
         decoder_channels: the decoder blocks' widths, deepest first.
-        difference: also feed ``fg_bg_image - bg_image``.
+        difference: also feed ``composite - background``.
         refine: add the full-size decoder block on the raw inputs (``decoder_channels[-1]`` wide).
         encoder_norm: timm's ``norm_layer`` (``"groupnorm"``, ...) for a ``tu-`` encoder; ``None`` keeps its
             BatchNorm (the only choice for smp's own encoders).
@@ -63,67 +63,75 @@ class UNet(nn.Module):
         in_channels: int = 3,
         mask_channels: int = 1,
         depth_channels: int = 1,
-        encoder_name: str = "resnet18",
+        encoder_name: str = "tu-resnet18",
         encoder_depth: int = 5,
         encoder_weights: str | bool | None = None,
         decoder_channels: tuple[int, ...] = (128, 64, 32, 16, 16),
-        difference: bool = False,
-        refine: bool = False,
-        encoder_norm: str | None = None,
-        decoder_norm: str | bool = "batchnorm",
+        difference: bool = True,
+        refine: bool = True,
+        encoder_norm: str | None = "groupnorm",
+        decoder_norm: str | bool = False,
     ):
         super().__init__()
-        if encoder_norm and not encoder_name.startswith("tu-"):
-            raise ValueError(
-                f"UNet: encoder_norm={encoder_norm!r} needs a timm encoder (tu-<name>), not {encoder_name!r}"
-            )
         self.mask_channels = mask_channels
         self.multiple = 2**encoder_depth
         self.difference = difference
         inputs = (3 if difference else 2) * in_channels
-        try:
-            self.net = smp.Unet(
-                encoder_name=encoder_name,
-                encoder_depth=encoder_depth,
-                encoder_weights=encoder_weights,
-                decoder_channels=tuple(decoder_channels),
-                in_channels=inputs,
-                classes=mask_channels + depth_channels,
-                decoder_use_norm=decoder_norm,
-                **({"norm_layer": encoder_norm} if encoder_norm else {}),
-            )
-        except OSError as error:  # huggingface_hub's LocalEntryNotFoundError: not cached, no network
-            if encoder_weights is None:
-                raise
-            raise PretrainedWeightsError(_weights_help(encoder_name, encoder_weights, error)) from error
-        except TypeError as error:  # timm models that fix their own norm layer refuse norm_layer
-            if not encoder_norm or "norm_layer" not in str(error):
-                raise
-            raise ValueError(
-                f"UNet: encoder {encoder_name!r} does not take encoder_norm={encoder_norm!r} ({error}); "
-                "set model.encoder_norm=null to keep its own normalisation"
-            ) from error
+        self.net = _smp_unet(
+            encoder_name=encoder_name,
+            encoder_depth=encoder_depth,
+            encoder_weights=encoder_weights,
+            decoder_channels=tuple(decoder_channels),
+            in_channels=inputs,
+            classes=mask_channels + depth_channels,
+            decoder_use_norm=decoder_norm,
+            encoder_norm=encoder_norm,
+        )
         self.refine = None
         if refine:
             self.refine = UnetDecoderBlock(decoder_channels[-1], inputs, decoder_channels[-1], use_norm=decoder_norm)
             initialize_decoder(self.refine)  # as smp initialises its own decoder blocks
 
-    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``bg_image``, ``fg_bg_image`` ``(B, C, H, W)`` -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each."""
-        bg, fg_bg = batch["bg_image"], batch["fg_bg_image"]
-        height, width = bg.shape[-2:]
+    def forward(self, background: Tensor, composite: Tensor) -> tuple[Tensor, Tensor]:
+        """``background``, ``composite`` ``(B, C, H, W)`` -> ``(mask_logits, depth)``, ``(B, 1, H, W)`` each."""
+        height, width = background.shape[-2:]
         if height % self.multiple or width % self.multiple:
             raise ValueError(
                 f"UNet: input size {height}x{width} is not a multiple of {self.multiple} (2 ** encoder_depth); "
                 f"use a multiple, e.g. data.image_size={(max(height, width) // self.multiple + 1) * self.multiple}"
             )
-        # (B, 3C or 2C, H, W)
-        x = torch.cat([bg, fg_bg, fg_bg - bg] if self.difference else [bg, fg_bg], dim=1)
+        stacked = [background, composite, composite - background] if self.difference else [background, composite]
+        x = torch.cat(stacked, dim=1)  # (B, 3C or 2C, H, W)
         decoded = self.net.decoder(self.net.encoder(x))  # (B, decoder_channels[-1], H, W)
         if self.refine is not None:
             decoded = self.refine(decoded, height, width, skip_connection=x)
         out = self.net.segmentation_head(decoded)
         return out[:, : self.mask_channels], out[:, self.mask_channels :]
+
+
+def _smp_unet(encoder_name: str, encoder_weights: str | bool | None, encoder_norm: str | None, **kwargs) -> smp.Unet:
+    """``smp.Unet(encoder_name, encoder_weights, **kwargs)`` with timm's ``norm_layer=encoder_norm`` when set; its
+    errors said in terms of the config: a missing download, a norm the encoder cannot take."""
+    if encoder_norm and not encoder_name.startswith("tu-"):
+        raise ValueError(f"UNet: encoder_norm={encoder_norm!r} needs a timm encoder (tu-<name>), not {encoder_name!r}")
+    try:
+        return smp.Unet(
+            encoder_name=encoder_name,
+            encoder_weights=encoder_weights,
+            **kwargs,
+            **({"norm_layer": encoder_norm} if encoder_norm else {}),
+        )
+    except OSError as error:  # huggingface_hub's LocalEntryNotFoundError: not cached, no network
+        if encoder_weights is None:
+            raise
+        raise PretrainedWeightsError(_weights_help(encoder_name, encoder_weights, error)) from error
+    except TypeError as error:  # timm models that fix their own norm layer refuse norm_layer
+        if not encoder_norm or "norm_layer" not in str(error):
+            raise
+        raise ValueError(
+            f"UNet: encoder {encoder_name!r} does not take encoder_norm={encoder_norm!r} ({error}); "
+            "set model.encoder_norm=null to keep its own normalisation"
+        ) from error
 
 
 def _weights_help(encoder_name: str, encoder_weights: str | bool, error: OSError) -> str:

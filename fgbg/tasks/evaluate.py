@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -11,29 +12,34 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fgbg.data.index import DatasetError
+from fgbg.data.transforms import Preprocessing
 from fgbg.errors import check_seed
+from fgbg.run_dirs import METRICS_FILE, SPLIT_FILE, command_line_overrides, run_of, with_run_config
 from fgbg.tasks.train import build_trainer
+from fgbg.training.callbacks import SplitFile
 from fgbg.training.module import load_module
 
 log = logging.getLogger(__name__)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test ``cfg.ckpt_path`` on the test split of ``cfg.data``; write ``<paths.output_dir>/metrics.json``.
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, float]:
+    """Test ``cfg.ckpt_path`` on the test split of its run; write ``<paths.output_dir>/metrics.json``.
 
-    The split is the one ``train.py`` makes from the same data overrides and ``seed``. When the
-    checkpoint sits in a training run folder (``<run>/checkpoints/*.ckpt`` next to ``<run>/split.json``),
-    a test split that shares backgrounds or foregrounds with that run's training part is refused. Data
-    settings that prepare images otherwise than the checkpoint's training did are warned about.
-    Returns ``{"test/<name>": value}``.
+    ``data`` and ``seed`` are the run's (``<run>/.hydra/config.yaml`` beside ``<run>/checkpoints/``) but for
+    the keys of ``overrides`` (default: the command line's), so the split is the one the run held out; a
+    checkpoint without its run folder uses ``cfg``'s, with a warning. A test split that shares backgrounds or
+    foregrounds with the run's training part (``<run>/split.json``) is refused. Data settings that prepare
+    images otherwise than the checkpoint's training did are warned about. Returns ``{"test/<name>": value}``.
     """
-    L.seed_everything(check_seed(cfg.seed), workers=True)
     module = load_module(cfg.ckpt_path)
-    _warn_if_preprocessed_otherwise(module.hparams["config"].get("data"), cfg.data)
+    overrides = command_line_overrides() if overrides is None else list(overrides)
+    cfg = with_run_config(cfg, cfg.ckpt_path, ("data", "seed"), overrides)
+    L.seed_everything(check_seed(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data)
+    _warn_if_preprocessed_otherwise(module.preprocessing, datamodule.preprocessing)
     datamodule.setup("test")
-    check_held_out(Path(cfg.ckpt_path).resolve().parent.parent / "split.json", datamodule.split_description)
-    trainer = build_trainer(cfg)
+    check_held_out(run_of(cfg.ckpt_path) / SPLIT_FILE, datamodule.split_description)
+    trainer = build_trainer(cfg, callbacks=[SplitFile()])
     (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in sorted(metrics.items())}
     split = datamodule.split_description
@@ -46,7 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "test_fg": split["test_fg"],
         "metrics": metrics,
     }
-    out = Path(cfg.paths.output_dir) / "metrics.json"
+    out = Path(cfg.paths.output_dir) / METRICS_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     log.info("%s\n%s\nwritten to %s", cfg.ckpt_path, format_table(metrics), out)
@@ -70,14 +76,14 @@ def check_held_out(train_split_path: Path, split: dict) -> None:
         raise DatasetError(
             f"the test split shares backgrounds {sorted(seen_bg)} / foregrounds {sorted(seen_fg)} with the "
             f"training part of {train_split_path} (strategy {trained['strategy']!r}, seed {trained['seed']}): "
-            "pass the training run's seed and data.* overrides"
+            "leave out the seed and data.* overrides, or give the training run's"
         )
 
 
-def _warn_if_preprocessed_otherwise(trained: dict | None, data: DictConfig) -> None:
-    # Checkpoints record their training transform (see build_module); a different one is allowed (e.g. to
+def _warn_if_preprocessed_otherwise(trained: Preprocessing | None, now: Preprocessing) -> None:
+    # Checkpoints record their training preprocessing (see build_module); a different one is allowed (e.g. to
     # test another resolution) but is rarely what was meant.
-    differ = {key: (value, data.get(key)) for key, value in (trained or {}).items() if data.get(key) != value}
+    differ = trained.differences(now) if trained else {}
     if differ:
         log.warning("data settings differ from the checkpoint's training (trained, now): %s", differ)
 

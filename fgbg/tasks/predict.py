@@ -6,8 +6,9 @@ For each composite ``<stem>.<ext>``, at the composite's own size, in ``out``:
     <stem>_depth.png         the depth, 8-bit gray, brighter = nearer (the training targets' scale)
     <stem>_side_by_side.png  composite | mask | depth
 
-Images are preprocessed as the checkpoint's training data were (its ``data`` settings: size, grayscale,
-normalisation), and the predictions resized back to each composite's size. Every input is read and checked,
+Images are preprocessed as the checkpoint's training data were (its
+:class:`~fgbg.data.transforms.Preprocessing`: size, grayscale, normalisation), and the predictions resized
+back to each composite's size. Every input is read and checked,
 and every prediction made, before the first file is written; each file is written under a temporary name
 and renamed when complete.
 
@@ -27,10 +28,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from fgbg.data.transforms import BG_KEY, DEPTH_KEY, FG_BG_KEY, MASK_KEY, SampleTransform
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
+from fgbg.data.transforms import Preprocessing
 from fgbg.errors import FgbgError
-from fgbg.format.archive import atomic_path, encode_jpeg
 from fgbg.format.images import read_image
+from fgbg.format.writer import atomic_path, encode_jpeg
 from fgbg.training.module import MaskDepthModule, load_module
 
 log = logging.getLogger(__name__)
@@ -65,40 +67,24 @@ def predict(
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ...
         batch_size: composites per forward pass.
 
-    Returns the written files, three per composite (see the module's docstring).
-    Raises, before writing anything, :class:`~fgbg.training.module.CheckpointError` for a missing or unreadable
-    checkpoint, :class:`~fgbg.format.images.ImageError` for a missing or unreadable image, and
-    :class:`PredictionError` for a checkpoint without the training data's settings, composites whose size
-    differs from the background's, two composites with the same stem, no composites at all, or an output
-    that would overwrite an input.
+    Returns the written files, three per composite (see the module's docstring). Raises, before writing
+    anything, :class:`~fgbg.training.module.CheckpointError` (a missing or unreadable checkpoint),
+    :class:`~fgbg.format.images.ImageError` (a missing or unreadable image), :class:`PredictionError` (a
+    checkpoint without the training data's settings, composites whose size differs from the background's, two
+    with the same stem, none at all, or an output that would overwrite an input).
     """
     module = load_module(Path(ckpt_path))
-    transform = _transform(module, Path(ckpt_path))
-    bg_path, paths = Path(bg), _composite_paths(Path(inputs), Path(bg))
-    _refuse_overwriting_inputs(Path(out), paths, bg_path)
-    background, bg_pixels = _read(bg_path, transform)
-    composites, pixels = zip(*(_read(path, transform) for path in paths))
-    for path, image in zip(paths, composites):
-        if image.size != background.size:
-            raise PredictionError(
-                f"{path} is {_size(image)} but the background {bg_path} is {_size(background)}: "
-                "a composite and its background must have the same size"
-            )
-
+    paths, (background, bg_pixels), (composites, pixels) = _read_inputs(
+        Path(bg), Path(inputs), Path(out), _preprocessing(module, Path(ckpt_path))
+    )
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     module.to(device).eval()
     outputs: dict[str, Image.Image] = {}
     for start in range(0, len(paths), batch_size):
         chunk = slice(start, start + batch_size)
-        masks, depths = _predict(module, transform, bg_pixels, np.stack(pixels[chunk]), background.size, device)
-        for path, composite, mask, depth in zip(paths[chunk], composites[chunk], masks, depths):
-            mask_image, depth_image = Image.fromarray(mask), Image.fromarray(depth)
-            images = (mask_image, depth_image, side_by_side(composite, mask_image, depth_image))
-            outputs |= {_output_name(path.stem, kind): image for kind, image in zip(OUTPUTS, images)}
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [_write_png(image, out / name) for name, image in outputs.items()]
+        masks, depths = _predict(module, bg_pixels, np.stack(pixels[chunk]), background.size, device)
+        outputs |= _figures(paths[chunk], composites[chunk], masks, depths)
+    written = [_write_png(image, Path(out) / name) for name, image in outputs.items()]
     log.info("%d composites predicted with %s on %s: %s", len(paths), ckpt_path, device, out)
     return written
 
@@ -112,15 +98,42 @@ def side_by_side(composite: Image.Image, mask: Image.Image, depth: Image.Image) 
     return figure
 
 
-def _transform(module: MaskDepthModule, ckpt_path: Path) -> SampleTransform:
-    """The checkpoint's training transform, from the ``data`` settings ``build_module`` recorded."""
-    data = module.hparams["config"].get("data")
-    if data is None:
+def _figures(
+    paths: list[Path], composites: tuple[Image.Image, ...], masks: np.ndarray, depths: np.ndarray
+) -> dict[str, Image.Image]:
+    """The composites' outputs (see ``OUTPUTS``) by file name, from their 8-bit masks and depths ``(N, H, W)``."""
+    figures = {}
+    for path, composite, mask, depth in zip(paths, composites, masks, depths):
+        mask_image, depth_image = Image.fromarray(mask), Image.fromarray(depth)
+        images = (mask_image, depth_image, side_by_side(composite, mask_image, depth_image))
+        figures |= {_output_name(path.stem, kind): image for kind, image in zip(OUTPUTS, images)}
+    return figures
+
+
+def _read_inputs(bg_path: Path, inputs: Path, out: Path, preprocessing: Preprocessing) -> tuple:
+    """The composites' paths, ``(image, pixels)`` of the background, and ``(images, pixels)`` of the composites
+    (tuples, in the paths' order), each read, decoded and checked: nothing overwritten, sizes that match."""
+    paths = _composite_paths(inputs, bg_path)
+    _refuse_overwriting_inputs(out, paths, bg_path)
+    background, bg_pixels = _read(bg_path, preprocessing)
+    composites, pixels = zip(*(_read(path, preprocessing) for path in paths))
+    for path, image in zip(paths, composites):
+        if image.size != background.size:
+            raise PredictionError(
+                f"{path} is {_size(image)} but the background {bg_path} is {_size(background)}: "
+                "a composite and its background must have the same size"
+            )
+    return paths, (background, bg_pixels), (composites, pixels)
+
+
+def _preprocessing(module: MaskDepthModule, ckpt_path: Path) -> Preprocessing:
+    """The checkpoint's training preprocessing (``build_module`` records it)."""
+    if module.preprocessing is None:
         raise PredictionError(
             f"{ckpt_path}: records no data settings (image_size, grayscale, normalize): it was not made by "
             "train.py, or before checkpoints recorded them; retrain it to predict with it"
         )
-    return SampleTransform(data["image_size"], data["grayscale"], data["stats"] if data["normalize"] else None)
+    return module.preprocessing
 
 
 def _output_name(stem: str, kind: str) -> str:
@@ -177,9 +190,9 @@ def _refuse_overwriting_inputs(out: Path, paths: list[Path], bg: Path) -> None:
                 )
 
 
-def _read(path: Path, transform: SampleTransform) -> tuple[Image.Image, np.ndarray]:
+def _read(path: Path, preprocessing: Preprocessing) -> tuple[Image.Image, np.ndarray]:
     """The image at ``path`` as it is (:func:`~fgbg.format.images.read_image`: 16-bit and float scaled to 8 bits) and
-    the uint8 pixels training's decoder makes of it (``transform.image``)."""
+    the uint8 pixels training's decoder makes of it (``preprocessing.image``)."""
     image = read_image(path)
     # JPEGs go to training's decoder as they are; other images are encoded as JPEG first (REENCODE_QUALITY).
     if image.format == "JPEG" and image.mode in ("L", "RGB"):
@@ -187,40 +200,23 @@ def _read(path: Path, transform: SampleTransform) -> tuple[Image.Image, np.ndarr
     else:
         data = encode_jpeg(np.asarray(image.convert("RGB")), REENCODE_QUALITY)
     try:
-        return image, transform.image(data, str(path))
+        return image, preprocessing.image(data, str(path))
     except ValueError as error:  # the JPEG decoder's message names the file
         raise PredictionError(str(error)) from error
 
 
 def _predict(
-    module: MaskDepthModule,
-    transform: SampleTransform,
-    bg_pixels: np.ndarray,
-    pixels: np.ndarray,
-    size: tuple[int, int],
-    device: torch.device,
+    module: MaskDepthModule, bg_pixels: np.ndarray, pixels: np.ndarray, size: tuple[int, int], device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decoded pixels of the background ``(h, w[, 3])`` and of N composites ``(N, h, w[, 3])`` -> 8-bit mask
-    (0/255) and depth, ``(N, H, W)`` each, at ``size`` = ``(W, H)``."""
-    batch = {key: value.to(device) for key, value in _model_inputs(transform, bg_pixels, pixels).items()}
+    (0/255) and depth, ``(N, H, W)`` each, at ``size`` = ``(W, H)``, through the module's preprocessing."""
+    background, composite = module.preprocessing.inputs(np.broadcast_to(bg_pixels, pixels.shape), pixels)
+    batch = {BACKGROUND: background.to(device), COMPOSITE: composite.to(device)}
     with torch.inference_mode():
         prediction = module.predict_step(batch, 0)
     width, height = size
-    mask, depth = (_resize(prediction[key], (height, width)) for key in ("mask", "depth"))
+    mask, depth = (_resize(prediction[key], (height, width)) for key in (MASK, DEPTH))
     return _to_uint8((mask > 0.5).float()), _to_uint8(depth)
-
-
-def _model_inputs(transform: SampleTransform, bg_pixels: np.ndarray, pixels: np.ndarray) -> dict[str, Tensor]:
-    """Decoded pixels -> ``bg_image``, ``fg_bg_image`` ``(N, C, S, S)``, by the training dataset's steps.
-
-    Those steps (``resized``, ``tensors``) take a sample's targets along; prediction has none, so blank ones
-    stand in: ``resized`` groups a sample's planes, and only with the same planes does it resize the
-    inputs exactly as in training.
-    """
-    blank = np.zeros(pixels.shape[:3], np.uint8)
-    stacked = {BG_KEY: np.broadcast_to(bg_pixels, pixels.shape), FG_BG_KEY: pixels, MASK_KEY: blank, DEPTH_KEY: blank}
-    tensors = transform.tensors(transform.resized(stacked))
-    return {key: tensors[key] for key in (BG_KEY, FG_BG_KEY)}
 
 
 def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -238,6 +234,7 @@ def _size(image: Image.Image) -> str:
 
 
 def _write_png(image: Image.Image, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as partial:
         image.save(partial, format="PNG")
     return path

@@ -10,15 +10,16 @@ import json
 import logging
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fgbg.errors import check_seed
-from fgbg.training.callbacks import CleanExit, PredictionGrid, RngState
+from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, save_config, with_run_config
+from fgbg.training.callbacks import CleanExit, PredictionGrid, RngState, SplitFile
 from fgbg.training.module import build_module, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -38,21 +39,50 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None) -> L.Trainer:
     return trainer
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, float]:
     """Fit (resuming from ``cfg.ckpt_path`` when set), then test; return the last logged metrics.
+
+    A resumed run takes its config from the checkpoint's run folder (``<run>/.hydra/config.yaml``) but for
+    ``paths`` and the keys of ``overrides`` (default: the command line's), and saves the result as its own.
 
     Stopped by SIGTERM or Ctrl-C (see :class:`~fgbg.training.callbacks.CleanExit`): ``last.ckpt`` is saved at the
     step reached, ``metrics.json`` gets what was logged and ``"interrupted": "<signal>"``, the command that
     resumes is printed, and it raises ``SystemExit(128 + signal)``: 143 for SIGTERM, 130 for Ctrl-C.
     """
-    seed = check_seed(cfg.seed)
+    overrides = command_line_overrides() if overrides is None else list(overrides)
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path)  # a missing or foreign file: one line naming it, before anything is built
-    L.seed_everything(seed, workers=True)
+        cfg = _resumed_config(cfg, overrides)
+    L.seed_everything(check_seed(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     clean_exit = CleanExit()
-    trainer = build_trainer(cfg, callbacks=[*instantiate_all(cfg.get("callbacks")), RngState(), clean_exit])
+    always = [RngState(), SplitFile(), clean_exit]
+    trainer = build_trainer(cfg, callbacks=[*instantiate_all(cfg.get("callbacks")), *always])
+    metrics, fit_seconds = _fit_and_test(cfg, trainer, module, datamodule, clean_exit)
+    if trainer.is_global_zero:
+        _write_summary(cfg, trainer, module, fit_seconds, metrics, clean_exit)
+    _say_where(cfg, trainer)
+    if clean_exit.signal is not None:
+        _say_how_to_resume(trainer, clean_exit, overrides)
+        raise SystemExit(128 + clean_exit.signal)
+    return metrics
+
+
+def _resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The checkpoint's run's config with this command's ``paths`` and overrides, saved in this run's folder."""
+    resumed = with_run_config(cfg, cfg.ckpt_path, None, overrides)
+    if resumed is not cfg:
+        save_config(resumed, cfg.paths.output_dir)  # a later resume from this run reads what it ran with
+    return resumed
+
+
+def _fit_and_test(
+    cfg: DictConfig, trainer: L.Trainer, module, datamodule, clean_exit: CleanExit
+) -> tuple[dict[str, float], float]:
+    """Fit, then test the best checkpoint when ``cfg.test``; the logged metrics and the fit's seconds.
+
+    A run stopped by a signal returns what it logged before the stop."""
     metrics: dict[str, float] = {}
     started, fit_seconds = time.perf_counter(), None
     try:
@@ -71,24 +101,22 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics = _logged(trainer)
     finally:
         _finish_wandb(trainer)
-    fit_seconds = time.perf_counter() - started if fit_seconds is None else fit_seconds
-    if trainer.is_global_zero:
-        summary = {
-            "model": cfg.model._target_.rsplit(".", 1)[-1],
-            "parameters": sum(p.numel() for p in module.net.parameters()),
-            "fit_seconds": round(fit_seconds, 1),
-            "steps": trainer.global_step,
-            "epochs": trainer.current_epoch,
-            **metrics,
-        }
-        if clean_exit.signal is not None:
-            summary["interrupted"] = clean_exit.signal.name
-        (Path(cfg.paths.output_dir) / "metrics.json").write_text(json.dumps(summary, indent=1))
-    _say_where(cfg, trainer)
+    return metrics, time.perf_counter() - started if fit_seconds is None else fit_seconds
+
+
+def _write_summary(cfg, trainer: L.Trainer, module, fit_seconds: float, metrics: dict, clean_exit: CleanExit) -> None:
+    """``<run>/metrics.json``: the model, its size, the fit's time and steps (:class:`Summary`), and ``metrics``."""
+    summary = {
+        Summary.MODEL: cfg.model._target_.rsplit(".", 1)[-1],
+        Summary.PARAMETERS: sum(p.numel() for p in module.net.parameters()),
+        Summary.FIT_SECONDS: round(fit_seconds, 1),
+        Summary.STEPS: trainer.global_step,
+        Summary.EPOCHS: trainer.current_epoch,
+        **metrics,
+    }
     if clean_exit.signal is not None:
-        _say_how_to_resume(trainer, clean_exit)
-        raise SystemExit(128 + clean_exit.signal)
-    return metrics
+        summary[Summary.INTERRUPTED] = clean_exit.signal.name
+    (Path(cfg.paths.output_dir) / METRICS_FILE).write_text(json.dumps(summary, indent=1))
 
 
 def _logged(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:
@@ -96,7 +124,7 @@ def _logged(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
-def _say_how_to_resume(trainer: L.Trainer, clean_exit: CleanExit) -> None:
+def _say_how_to_resume(trainer: L.Trainer, clean_exit: CleanExit, overrides: list[str]) -> None:
     if not trainer.is_global_zero:
         return
     last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
@@ -105,13 +133,12 @@ def _say_how_to_resume(trainer: L.Trainer, clean_exit: CleanExit) -> None:
     if checkpoint is None:
         log.warning(f"{stopped}; no checkpoint to resume from: run the same command again")
         return
-    log.warning(f"{stopped}; checkpoint {checkpoint}\nresume with:  {_resume_command(checkpoint)}")
+    log.warning(f"{stopped}; checkpoint {checkpoint}\nresume with:  {_resume_command(checkpoint, overrides)}")
 
 
-def _resume_command(checkpoint: str | Path) -> str:
-    """``python train.py ckpt_path=<checkpoint>`` and this run's command-line overrides (Hydra's record of
-    them, ``.hydra/overrides.yaml``; none outside Hydra) but its ``ckpt_path``, quoted for a shell."""
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+def _resume_command(checkpoint: str | Path, overrides: list[str]) -> str:
+    """``python train.py ckpt_path=<checkpoint>`` and this run's ``overrides`` but its ``ckpt_path``, quoted for a
+    shell (the overrides are in the run's saved config too; given again, the command also works without it)."""
     kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"]
     return shlex.join(["python", "train.py", f"ckpt_path={checkpoint}", *kept])
 

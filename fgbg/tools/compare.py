@@ -10,14 +10,16 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from fgbg.run_dirs import METRICS_FILE, Summary
+
 log = logging.getLogger(__name__)
 
 # (column title, key in a job's metrics.json, format)
 COLUMNS = (
-    ("model", "model", "{}"),
-    ("parameters", "parameters", "{:,}"),
-    ("train time (s)", "fit_seconds", "{:.0f}"),
-    ("steps", "steps", "{:,}"),
+    ("model", Summary.MODEL, "{}"),
+    ("parameters", Summary.PARAMETERS, "{:,}"),
+    ("train time (s)", Summary.FIT_SECONDS, "{:.0f}"),
+    ("steps", Summary.STEPS, "{:,}"),
     ("train images/s", "perf/samples_per_s", "{:.1f}"),
     ("mask IoU", "test/mask_iou", "{:.3f}"),
     ("mask Dice", "test/mask_dice", "{:.3f}"),
@@ -42,7 +44,7 @@ class CompareTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(config.hydra.sweep.dir)
-        runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+        runs = [json.loads(p.read_text()) for p in sorted(sweep.glob(f"*/{METRICS_FILE}"))]
         table = comparison_table(runs)
         (sweep / "compare.md").write_text(table + "\n")
         log.info("comparison of %d runs (%s):\n%s", len(runs), sweep / "compare.md", table)

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from fgbg.format.names import CATEGORIES, COMPOSITE_CATEGORIES, parse_member
-from fgbg.tools.stats import batch_zips, decode, members
+from fgbg.format.zips import batch_zips
+from fgbg.tools.stats import decode, members
 
 PADDING = 6
 CAPTION = 12
@@ -64,7 +65,7 @@ def gallery(data_dir: str | Path, out_dir: str | Path, n: int = 8, columns: int 
     out_dir, written = Path(out_dir), []
     out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        handles = {path: stack.enter_context(zipfile.ZipFile(path)) for path in batch_zips(data_dir)}
+        handles = {path: stack.enter_context(zipfile.ZipFile(path)) for path in batch_zips(data_dir).values()}
         found: dict[str, list[tuple[Path, str]]] = {category: [] for category in CATEGORIES}
         for path, zf in handles.items():
             for category, names in members(zf).items():

@@ -21,30 +21,15 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 
-from fgbg.format import archive
-from fgbg.format.names import BG, CATEGORIES, FG, FG_BG, BadNameError, parse_member
+from fgbg.format.names import BG, CATEGORIES, FG, FG_BG, images_by_category
+from fgbg.format.zips import batch_zips
 
 COLOUR = (BG, FG, FG_BG)
 
 
-def batch_zips(data_dir: str | Path) -> list[Path]:
-    """The ``batch<N>_images.zip`` files in ``data_dir``, by batch number; ``FileNotFoundError`` if none."""
-    zips = list(archive.batch_zips(data_dir).values())
-    if not zips:
-        raise FileNotFoundError(f"{data_dir}: no batch<N>_images.zip")
-    return zips
-
-
 def members(zf: zipfile.ZipFile) -> dict[str, list[str]]:
-    """A zip's image members by category, in archive order (the manifest and folder entries left out)."""
-    found: dict[str, list[str]] = {category: [] for category in CATEGORIES}
-    for name in zf.namelist():
-        try:
-            category, _ = parse_member(name)
-        except BadNameError:
-            continue
-        found[category].append(name)
-    return found
+    """A zip's image members by category, in archive order (:func:`~fgbg.format.names.images_by_category`)."""
+    return images_by_category(zf.namelist())
 
 
 def decode(data: bytes, category: str, gray: bool = False) -> np.ndarray:
@@ -98,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per category per zip")
     parser.add_argument("--gray", action="store_true", help="read colour images as grey (data.grayscale=true)")
     args = parser.parse_args(argv)
-    zips = batch_zips(args.data_dir)
+    zips = list(batch_zips(args.data_dir).values())
     stats = category_stats(zips, gray=args.gray, limit=args.limit)
     read = "grey" if args.gray else "colour"
     subsample = f", at most {args.limit} images per category per zip" if args.limit else ""

@@ -35,7 +35,7 @@ def _run_name(save_dir: str) -> str:
     return f"{Path(save_dir).name} {overrides}".strip()
 
 
-def wandb_logger(mode: str = "auto", save_dir: str = ".", name: str | None = None, **kwargs) -> WandbLogger:
+def wandb_logger(save_dir: str, mode: str = "auto", name: str | None = None, **kwargs) -> WandbLogger:
     """A :class:`WandbLogger` writing under ``save_dir``, named after that folder (and a sweep job's overrides)."""
     # wandb.init's own ``mode``, not WandbLogger(offline=True), which would set WANDB_MODE for the whole process.
     return WandbLogger(save_dir=save_dir, name=name or _run_name(save_dir), mode=wandb_mode(mode), **kwargs)

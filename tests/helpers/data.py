@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from fgbg.build.depth import SceneDepth
-from fgbg.build.generation import Settings, generate
+from fgbg.build.batch_zip import Settings
+from fgbg.build.generation import generate
+from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.sources import SampleScenes
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 
 # 12 backgrounds x 12 foregrounds -> batch 1 (fg 1-10) and batch 2 (fg 11-12); 2 placements keep it fast.
 SMALL = Settings(n_bg=12, n_fg=12, placements=2, seed=0, jpeg_quality=90)
@@ -53,7 +55,7 @@ def fake_batch(batch: int = 2, size: int = 16, seed: int = 0) -> dict[str, torch
         mask[i, :, y : y + half, x : x + half] = 1
         depth[i, :, y : y + half, x : x + half] = 0.9
     fg_bg = torch.where(mask.bool(), torch.full_like(bg, 0.8), bg)
-    return {"bg_image": bg.contiguous(), "fg_bg_image": fg_bg, "ms_bg_image": mask, "dp_image": depth}
+    return {BACKGROUND: bg.contiguous(), COMPOSITE: fg_bg, MASK: mask, DEPTH: depth}
 
 
 def fake_loader(n: int = 4, size: int = 16) -> DataLoader:

@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fgbg.build.depth import Teacher
+from fgbg.build.teacher import Teacher
 from tests.helpers.paths import CONF_DIR
 
 TINY_SIZE = 28  # the tiny teacher's input: 2x2 patches of 14

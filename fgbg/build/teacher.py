@@ -1,13 +1,5 @@
-"""Depth labels for composites: 8-bit grayscale, brighter = nearer (the convention of MiDaS / Depth Anything).
-
-``scene``: the sample scenes' exact depth. The foreground stands just in front of the nearest
-background surface it covers (its base plane), each of its pixels nearer still by its relief; every
-other pixel keeps the background's depth, on a fixed log scale between ``z_near`` and ``z_far`` metres,
-so a grey level means the same distance in every image.
-
-``Teacher``: a pretrained monocular depth model from the Hugging Face hub or a local folder, for images
-without scene depth; each map is normalised on its own (:data:`ENCODING`). The depth stage
-(:mod:`fgbg.build.label`) runs it over finished batch zips.
+"""A pretrained monocular depth model that labels composites without scene depth (the depth stage,
+:mod:`fgbg.build.label`): 8-bit grayscale, brighter = nearer, each map normalised on its own (:data:`ENCODING`).
 """
 
 from __future__ import annotations
@@ -19,44 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fgbg.errors import FgbgError
+from fgbg.errors import ConfigError, FgbgError
 from fgbg.format.names import BG_SIZE
-
-
-class SceneDepth:
-    """Exact depth of sample scenes, encoded ``255 * log(z_far / z) / log(z_far / z_near)``."""
-
-    def __init__(self, z_near: float = 0.5, z_far: float = 10.0, margin: float = 0.05):
-        if not 0 < z_near < z_far:
-            raise ValueError(f"depth needs 0 < z_near < z_far, got z_near={z_near}, z_far={z_far}")
-        self.z_near, self.z_far, self.margin = z_near, z_far, margin
-
-    def describe(self) -> dict:
-        return {
-            "source": "scene",
-            "encoding": "uint8 = 255*log(z_far/z)/log(z_far/z_near); brighter = nearer",
-            "z_near": self.z_near,
-            "z_far": self.z_far,
-        }
-
-    def encode(self, depth: np.ndarray) -> np.ndarray:
-        """Metres ``(H, W)`` float -> ``(H, W)`` uint8, brighter = nearer."""
-        z = np.clip(depth, self.z_near, self.z_far)
-        scale = 255.0 / np.log(self.z_far / self.z_near)
-        return (np.log(self.z_far / z) * scale + 0.5).astype(np.uint8)
-
-    def foreground_depth(self, under: np.ndarray, relief: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Depth (metres) of a foreground placed over background depths ``under``.
-
-        Args:
-            under: ``(S, S)`` background depth beneath the foreground's square.
-            relief: ``(S, S)`` how far each foreground pixel stands in front of its base plane.
-            mask: ``(S, S)`` bool, the foreground's pixels (must not be empty).
-        Returns:
-            ``(S, S)`` depth, meaningful where ``mask``.
-        """
-        base = under[mask].min() - self.margin
-        return base - relief
 
 
 class TeacherError(FgbgError, RuntimeError):
@@ -162,7 +118,7 @@ class Teacher:
             "encoding": ENCODING,
         }
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def raw_prediction(self, pixels: torch.Tensor) -> torch.Tensor:
         """The model alone: ``(B, 3, S, S)`` normalised pixels in its dtype -> ``(B, h, w)`` prediction."""
         return self.net(pixel_values=pixels).predicted_depth
 
@@ -189,7 +145,7 @@ class Teacher:
             x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
             antialias = self._resize != "nearest-exact"  # as PIL resizes for the processor
             x = F.interpolate(x, size=(self.size, self.size), mode=self._resize, antialias=antialias)
-            d = self.forward((x * self._gain + self._shift).to(self.dtype)).float()
+            d = self.raw_prediction((x * self._gain + self._shift).to(self.dtype)).float()
             if self.predicts == "depth":
                 d = 1.0 / d.clamp_min(1e-6)
             d = F.interpolate(d[:, None], size=tuple(images.shape[1:3]), mode="bilinear", antialias=True)[:, 0]
@@ -249,6 +205,16 @@ class Teacher:
         net = AutoModelForDepthEstimation.from_pretrained(self.model, **kwargs)
         processor = AutoImageProcessor.from_pretrained(self.model, **kwargs)
         return net, processor, str(revision) if revision else None
+
+
+def require_teacher(depth, stage: str) -> Teacher:
+    """``depth`` if it is a :class:`Teacher`, else :class:`ConfigError`: only a model labels finished zips."""
+    if not isinstance(depth, Teacher):
+        raise ConfigError(
+            f"stage={stage} needs a depth model (depth=depth_anything_v2_small | dpt_hybrid | hub), got "
+            f"{type(depth).__name__}; scene depth is made with the composites (stage=all)"
+        )
+    return depth
 
 
 def _processor_size(processor, model: str) -> int:
