@@ -16,7 +16,7 @@ from tests.helpers.paths import ROOT
 METRICS = {
     f"test/{name}"
     for name in (
-        "loss", "loss_mask", "loss_depth", "mask/bce", "depth/ssim",  # the loss and its terms (conf/loss/seed.yaml)
+        "loss", "loss_mask", "loss_depth", "mask/bce", "depth/ssim",  # the loss and its terms (conf/loss/document.yaml)
         "mask_iou", "mask_dice", "depth_rmse", "depth_mae", "depth_abs_rel", "depth_delta1", "depth_ssim",
     )
 }

@@ -19,7 +19,7 @@ def _fixed(seed: int = 0, size: int = 8) -> tuple[torch.Tensor, ...]:
 
 
 def test_seed_loss_is_twice_bce_plus_ssim_loss():
-    loss = instantiate(OmegaConf.load(CONF_DIR / "loss" / "seed.yaml"))
+    loss = instantiate(OmegaConf.load(CONF_DIR / "loss" / "document.yaml"))
     mask_logits, depth, mask_target, depth_target = _fixed()
     out = loss(mask_logits, depth, mask_target, depth_target)
 

@@ -50,12 +50,12 @@ def test_subsample_in_grey_matches_numpy(small_dataset):
         assert got[category] == pytest.approx(expected[category], abs=1e-4), category
 
 
-def test_command_writes_the_seed_tables_format(small_dataset, reference, tmp_path, capsys):
+def test_command_writes_the_document_tables_format(small_dataset, reference, tmp_path, capsys):
     out = tmp_path / "mine.yaml"
     main([str(small_dataset), "--out", str(out)])
     written = OmegaConf.to_container(OmegaConf.load(out))
-    seed = OmegaConf.load(CONF_DIR / "data" / "stats" / "seed.yaml")
-    assert list(written) == sorted(seed) and all(set(v) == {"mean", "std"} for v in written.values())
+    document = OmegaConf.load(CONF_DIR / "data" / "stats" / "document.yaml")
+    assert list(written) == sorted(document) and all(set(v) == {"mean", "std"} for v in written.values())
     for category, values in written.items():
         assert values == pytest.approx(reference[category], abs=1e-4)
     assert "Category : fg_bg_jpg" in capsys.readouterr().out

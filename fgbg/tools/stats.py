@@ -7,7 +7,7 @@ Pixels are read as stored (full size), scaled to [0, 1]: bg/fg/fg_bg in colour, 
 all three channels (the document's table has one per category), or as grey with ``--gray`` (what
 ``data.grayscale=true`` feeds the model); masks and depth maps are grey. Sums of the uint8 values and
 of their squares are integers, so the result is exact and does not depend on the order of the images.
-The output is the format of ``conf/data/stats/seed.yaml``: ``category: {mean: .., std: ..}``.
+The output is the format of ``conf/data/stats/document.yaml``: ``category: {mean: .., std: ..}``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def category_stats(zips: list[Path], gray: bool = False, limit: int | None = Non
 
 
 def write_stats(stats: dict[str, dict[str, float]], path: str | Path, comment: str = "") -> None:
-    """``stats`` as ``conf/data/stats/seed.yaml`` lays it out, rounded to 6 decimals, after a ``# comment``."""
+    """``stats`` as ``conf/data/stats/document.yaml`` lays it out, rounded to 6 decimals, after a ``# comment``."""
     lines = [f"# {line}" for line in comment.splitlines()]
     lines += [f"{category}: {{mean: {v['mean']:.6f}, std: {v['std']:.6f}}}" for category, v in stats.items()]
     path = Path(path)

@@ -1,6 +1,6 @@
 """The training loss: named, weighted terms on the mask and on the depth, chosen in ``conf/loss/``.
 
-The source document's criterion is ``2 * BCEWithLogits(mask) + SSIM loss(depth)`` (``conf/loss/seed.yaml``);
+The source document's criterion is ``2 * BCEWithLogits(mask) + SSIM loss(depth)`` (``conf/loss/document.yaml``);
 Dice on the mask, L1 and gradient terms on the depth are one config line away.
 """
 

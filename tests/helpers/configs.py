@@ -32,7 +32,7 @@ def train_config(data_dir, out_dir, *overrides) -> DictConfig:
 
 def module_config(model: str = "convgen", optimizer: str = "adam", scheduler: str = "step") -> DictConfig:
     """The module's groups as train.py composes them (without the rest of conf/train.yaml)."""
-    return compose_config(overrides=[f"+model={model}", "+loss=seed", f"+optimizer={optimizer}", f"+scheduler={scheduler}"])
+    return compose_config(overrides=[f"+model={model}", "+loss=document", f"+optimizer={optimizer}", f"+scheduler={scheduler}"])
 
 
 def datamodule(data_dir, *overrides):
