@@ -91,7 +91,7 @@ def with_run_config(cfg: DictConfig, ckpt_path: str | Path, keys: Sequence[str] 
         for key in keys:
             merged[key] = saved.get(key)
         for override in overrides:
-            _set_like(merged, cfg, _key_of(override))
+            _set_like(merged, cfg, override_key(override))
     log.info("config: %s of %s; given here: %s", ", ".join(keys), saved_path, ", ".join(overrides) or "nothing")
     return merged
 
@@ -104,7 +104,7 @@ def save_config(cfg: DictConfig, run_dir: str | Path) -> Path:
     return path
 
 
-def _key_of(override: str) -> str:
+def override_key(override: str) -> str:
     """``data.image_size`` of ``data.image_size=24``, ``+data.x=1``, ``~data.x`` or ``++data.x=1``."""
     return override.lstrip("+~").split("=", 1)[0]
 

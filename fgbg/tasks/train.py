@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fgbg.errors import check_seed
-from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, save_config, with_run_config
+from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, override_key, save_config, with_run_config
 from fgbg.training.callbacks import CleanExit, PredictionGrid, RngState, SplitFile
 from fgbg.training.module import build_module, read_checkpoint
 
@@ -139,7 +139,7 @@ def _say_how_to_resume(trainer: L.Trainer, clean_exit: CleanExit, overrides: lis
 def _resume_command(checkpoint: str | Path, overrides: list[str]) -> str:
     """``python train.py ckpt_path=<checkpoint>`` and this run's ``overrides`` but its ``ckpt_path``, quoted for a
     shell (the overrides are in the run's saved config too; given again, the command also works without it)."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != "ckpt_path"]
+    kept = [o for o in overrides if override_key(o) != "ckpt_path"]
     return shlex.join(["python", "train.py", f"ckpt_path={checkpoint}", *kept])
 
 
