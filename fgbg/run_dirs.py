@@ -26,6 +26,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fgbg.upgrade import upgraded_run_config
+
 log = logging.getLogger(__name__)
 
 RESOLVER = "fgbg.run_dir"
@@ -84,7 +86,7 @@ def with_run_config(cfg: DictConfig, ckpt_path: str | Path, keys: Sequence[str] 
     if not saved_path.exists():
         log.warning("no %s: using this command's config alone, not the run's", saved_path)
         return cfg
-    saved = OmegaConf.load(saved_path)
+    saved = OmegaConf.create(upgraded_run_config(OmegaConf.to_container(OmegaConf.load(saved_path))))
     keys = [key for key in saved if key not in ("paths", "ckpt_path")] if keys is None else keys
     merged = copy.deepcopy(cfg)
     with open_dict(merged):
@@ -105,8 +107,9 @@ def save_config(cfg: DictConfig, run_dir: str | Path) -> Path:
 
 
 def override_key(override: str) -> str:
-    """``data.image_size`` of ``data.image_size=24``, ``+data.x=1``, ``~data.x`` or ``++data.x=1``."""
-    return override.lstrip("+~").split("=", 1)[0]
+    """``data.image_size`` of ``data.image_size=24``, ``+data.x=1``, ``~data.x`` or ``++data.x=1``; ``data.stats``
+    of the group override ``data/stats=mine``."""
+    return override.lstrip("+~").split("=", 1)[0].replace("/", ".")
 
 
 def _set_like(target: DictConfig, source: DictConfig, key: str) -> None:

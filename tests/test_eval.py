@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from fgbg.run_dirs import save_config
 from fgbg.tasks.evaluate import evaluate, format_table
 from fgbg.tasks.train import train
 from fgbg.training.module import CheckpointError
@@ -54,8 +53,7 @@ def trained(small_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     one_step = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1"]
     cfg = train_config(small_dataset, run, "model=convgen", "data.image_size=16", *one_step)
-    metrics = train(cfg)
-    save_config(cfg, run)  # what Hydra writes for python train.py
+    metrics = train(cfg)  # it saves its config in the run folder, as eval reads it
     return run, metrics
 
 

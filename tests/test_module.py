@@ -10,7 +10,8 @@ from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.transforms import Preprocessing
 from fgbg.models.convgen import ConvGen
 from fgbg.training.losses import MaskDepthLoss
-from fgbg.training.module import UNET_FIRST_LAYOUT, CheckpointError, MaskDepthModule, build_module, load_module
+from fgbg.training.module import CheckpointError, MaskDepthModule, build_module, load_module
+from fgbg.upgrade import UNET_FIRST_LAYOUT
 from tests.helpers.configs import module_config
 from tests.helpers.data import fake_batch, fake_loader
 from tests.helpers.run_if import RunIf

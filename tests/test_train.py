@@ -7,7 +7,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fgbg.run_dirs import save_config
 from fgbg.tasks.train import train
 from fgbg.training.module import CheckpointError
 from tests.helpers.configs import compose_config, train_config
@@ -46,7 +45,8 @@ def test_resume_continues_the_step_count(small_dataset, tmp_path):
     train(train_config(small_dataset, tmp_path / "a", *common, "trainer.max_epochs=1"))
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 3
-    train(train_config(small_dataset, tmp_path / "b", *common, "trainer.max_epochs=2", f"ckpt_path={last}"))
+    given = ["trainer.max_epochs=2", f"ckpt_path={last}"]  # what Hydra records as the command line's
+    train(train_config(small_dataset, tmp_path / "b", *common, *given), overrides=given)
     resumed = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=False)
     assert resumed["global_step"] == 6 and resumed["epoch"] == 1
 
@@ -55,8 +55,7 @@ def test_resume_needs_only_the_checkpoint_path(small_dataset, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="fgbg")
     first = train_config(small_dataset, tmp_path / "a", "model=net", "data.image_size=16", "trainer.max_epochs=1",
                          "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "test=false")
-    train(first)
-    save_config(first, tmp_path / "a")  # what Hydra writes for python train.py
+    train(first)  # it saves its config in the run folder, as a resume reads it
     last = tmp_path / "a" / "checkpoints" / "last.ckpt"
     # The run's data and model (net, not the default convgen, whose weights would not fit), plus what is given.
     given = [f"ckpt_path={last}", f"paths.output_dir={tmp_path / 'b'}", "trainer.max_epochs=2"]

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 from fgbg.models.unet import PretrainedWeightsError, UNet
 from fgbg.tasks.train import train
-from fgbg.training.module import UNET_FIRST_LAYOUT, upgraded_config
+from fgbg.training.module import upgraded_config
+from fgbg.upgrade import UNET_FIRST_LAYOUT
 from tests.helpers.configs import train_config
 from tests.helpers.paths import CONF_DIR
 

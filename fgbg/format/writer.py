@@ -43,7 +43,7 @@ class BatchWriter:
         ``writestr`` writes a blank local header, the data, then seeks back to fill in the CRC and sizes:
         three seeks and two flushes per member, about a fifth of generation's time. The CRC and sizes of
         stored data are known up front, so the header is written once. This uses ``ZipFile``'s
-        bookkeeping (``fp``, ``start_dir``, ``filelist``, ``NameToInfo``); tests/test_archive.py checks
+        bookkeeping (``fp``, ``start_dir``, ``filelist``, ``NameToInfo``); tests/test_writer.py checks
         that the bytes still equal ``writestr``'s.
         """
         zf = self.zf

@@ -6,6 +6,7 @@ the resumed run ends with the weights an uninterrupted one would have.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shlex
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fgbg.errors import check_seed
 from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, override_key, save_config, with_run_config
@@ -43,7 +45,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     """Fit (resuming from ``cfg.ckpt_path`` when set), then test; return the last logged metrics.
 
     A resumed run takes its config from the checkpoint's run folder (``<run>/.hydra/config.yaml``) but for
-    ``paths`` and the keys of ``overrides`` (default: the command line's), and saves the result as its own.
+    ``paths`` and the keys of ``overrides`` (default: the command line's). The config trained with is saved as
+    the run folder's, with the data's location absolute, so eval and resume find the data from any folder.
 
     Stopped by SIGTERM or Ctrl-C (see :class:`~fgbg.training.callbacks.CleanExit`): ``last.ckpt`` is saved at the
     step reached, ``metrics.json`` gets what was logged and ``"interrupted": "<signal>"``, the command that
@@ -52,7 +55,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     overrides = command_line_overrides() if overrides is None else list(overrides)
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path)  # a missing or foreign file: one line naming it, before anything is built
-        cfg = _resumed_config(cfg, overrides)
+        cfg = with_run_config(cfg, cfg.ckpt_path, None, overrides)
+    _record_config(cfg)
     L.seed_everything(check_seed(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
@@ -69,12 +73,15 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     return metrics
 
 
-def _resumed_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The checkpoint's run's config with this command's ``paths`` and overrides, saved in this run's folder."""
-    resumed = with_run_config(cfg, cfg.ckpt_path, None, overrides)
-    if resumed is not cfg:
-        save_config(resumed, cfg.paths.output_dir)  # a later resume from this run reads what it ran with
-    return resumed
+@rank_zero_only
+def _record_config(cfg: DictConfig) -> None:
+    """Save the config this run trains with (a resumed run's too: in place of Hydra's copy of the command line's)
+    as the run folder's, its data's location made absolute: ``paths`` follow the folder a later command starts
+    in, but the data of this run stay where they are."""
+    recorded = copy.deepcopy(cfg)
+    with open_dict(recorded):
+        recorded.data.data_dir = str(Path(cfg.data.data_dir).resolve())
+    save_config(recorded, cfg.paths.output_dir)
 
 
 def _fit_and_test(

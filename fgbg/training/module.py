@@ -28,13 +28,7 @@ from fgbg.data.transforms import Preprocessing
 from fgbg.errors import FgbgError
 from fgbg.training.losses import MaskDepthLoss
 from fgbg.training.metrics import MaskDepthMetrics
-
-# Checkpoints record their components' ``_target_``; where a class has moved, the old name maps to the new one.
-MOVED_TARGETS = {"fgbg.losses.": "fgbg.training.losses."}
-# The U-Net's first layout (stacked background and composite, smp's encoder with BatchNorm): what a checkpoint
-# made before these options existed was built with, and does not record.
-UNET_TARGET = "fgbg.models.unet.UNet"
-UNET_FIRST_LAYOUT = {"difference": False, "refine": False, "encoder_norm": None, "decoder_norm": "batchnorm"}
+from fgbg.upgrade import moved_targets, upgraded_model
 
 
 def logged_name(stage: str, name: str) -> str:
@@ -195,23 +189,11 @@ def upgraded_config(config: dict) -> dict:
     """A checkpoint's ``hyper_parameters.config`` as this version writes it: moved ``_target_`` s rewritten,
     the U-Net's first layout filled in where it records none, the ``data`` settings of checkpoints before
     the preprocessing entry (image_size, grayscale, normalize, stats) made into that entry."""
-    config = _moved_targets(config)
-    if config["model"].get("_target_") == UNET_TARGET:
-        config["model"] = {**UNET_FIRST_LAYOUT, **config["model"]}
+    config = moved_targets(config)
+    config["model"] = upgraded_model(config["model"])
     if "preprocessing" not in config:
         data = config.pop("data", None)
         config["preprocessing"] = Preprocessing.from_data(data).to_config() if data else None
-    return config
-
-
-def _moved_targets(config):
-    """``config`` with the ``_target_`` of classes that have moved since it was saved rewritten to their new place."""
-    if isinstance(config, dict):
-        return {key: _moved_targets(value) for key, value in config.items()}
-    if isinstance(config, str):
-        for old, new in MOVED_TARGETS.items():
-            if config.startswith(old):
-                return new + config[len(old) :]
     return config
 
 
