@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from fgbg.build.compose import flip_horizontal, mask_on_black, paste, placements
+from fgbg.build.compose import check_placements, flip_horizontal, mask_on_black, paste, placements
 from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.sources import Scenes
 from fgbg.errors import check_int, check_seed
@@ -21,7 +21,6 @@ from fgbg.format.names import (
     FG_BG,
     MASK,
     MASK_BLACK,
-    OFFSET_RANGE,
     SampleId,
     composite_member,
     fg_ids_of_batch,
@@ -50,7 +49,7 @@ class Settings:
         """:class:`~fgbg.errors.ConfigError` naming the first setting of the wrong type or out of range."""
         check_int("n_bg", self.n_bg, 1)
         check_int("n_fg", self.n_fg, 1)
-        check_int("placements", self.placements, 1, OFFSET_RANGE)  # offsets drawn without repetition
+        check_placements(self.placements)
         check_seed(self.seed)
         check_int("jpeg_quality", self.jpeg_quality, 1, 100)
 

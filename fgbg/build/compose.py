@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from fgbg.errors import check_int
 from fgbg.format.names import OFFSET_RANGE
 
 
-def check_placements(count: int, offset_range: int = OFFSET_RANGE) -> None:
-    if not 1 <= count <= offset_range:
-        raise ValueError(
-            f"placements={count}: offsets are drawn without repetition from 0..{offset_range - 1}, "
-            f"so placements must be between 1 and {offset_range}"
-        )
+def check_placements(count: int, offset_range: int = OFFSET_RANGE) -> int:
+    """``count`` placements per axis, drawn without repetition from ``0..offset_range-1``: at most ``offset_range``."""
+    return check_int("placements", count, 1, offset_range)
 
 
 def placements(seed: int, fg: int, bg: int, flip: int, count: int, offset_range: int = OFFSET_RANGE) -> np.ndarray:
