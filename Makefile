@@ -19,10 +19,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
-# A small sample dataset: 40 backgrounds x 10 foregrounds (one zip, 16,000 composites: enough for the
-# 4k and 16k strategies), seconds to make.
+# A small sample dataset: 40 backgrounds x 20 foregrounds (two zips of 16,000 composites each: enough for the
+# 4k and 16k strategies, which train on zip 1's 10 foregrounds and validate and test on zip 2's), seconds to make.
 sample: setup
-	$(BIN)/python generate.py n_bg=40 n_fg=10 'out_dir=$(SAMPLE)' progress=false
+	$(BIN)/python generate.py n_bg=40 n_fg=20 'out_dir=$(SAMPLE)' progress=false
 
 # The first experience: set-up, the small sample, a short real training run on CPU (conf/experiment/quickstart.yaml).
 train: sample

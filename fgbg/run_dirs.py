@@ -47,6 +47,7 @@ class Summary(StrEnum):
     FIT_SECONDS = "fit_seconds"
     STEPS = "steps"
     EPOCHS = "epochs"
+    TEST_PARTS = "held_out"  # "<backgrounds> / <foregrounds>" the test split holds, none of them trained on
     INTERRUPTED = "interrupted"  # the signal's name, only in a run stopped by one
 
 

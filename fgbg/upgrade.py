@@ -13,7 +13,16 @@ MOVED_TARGETS = {
 # The U-Net's first layout (stacked background and composite, smp's encoder with BatchNorm): what a model made
 # before these options existed was built with, and does not record.
 UNET_TARGET = "fgbg.models.unet.UNet"
-UNET_FIRST_LAYOUT = {"difference": False, "refine": False, "encoder_norm": None, "decoder_norm": "batchnorm"}
+UNET_FIRST_LAYOUT = {
+    "difference": False,
+    "refine": False,
+    "encoder_norm": None,
+    "decoder_norm": "batchnorm",
+    "depth_output": "sigmoid",
+}
+
+# The data settings of runs made before plate perturbations existed.
+PERTURBATIONS_BEFORE = {"perturbation": None, "augment": False, "perturbed_eval": False, "perturbation_seed": 0}
 
 
 def moved_targets(config):
@@ -41,4 +50,7 @@ def upgraded_run_config(saved: dict) -> dict:
         saved["model"] = upgraded_model(saved["model"])
     if isinstance(saved.get("data"), dict):
         saved["data"].setdefault("seed", "${seed}")  # the training order's seed, a data setting since 2026-12
+        # Plate perturbations (2026-12): such runs trained without them; their held-out scores were clean only.
+        for key, value in PERTURBATIONS_BEFORE.items():
+            saved["data"].setdefault(key, value)
     return saved

@@ -1,16 +1,20 @@
 import io
 import itertools
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
-from fgbg.data.datamodule import EpochSampler, ResumableLoader
+from fgbg.data.datamodule import EVAL_VARIANTS, EpochSampler, ResumableLoader
 from fgbg.data.index import sample_id
+from fgbg.errors import ConfigError
 from tests.helpers.configs import compose_config
 
 
@@ -58,9 +62,13 @@ def test_normalisation_uses_the_category_stats(small_dataset):
 def test_two_workers_read_the_same_samples(small_dataset):
     dm = datamodule_from_config(small_dataset, "data.batch_size=8")
     dm.setup()
-    serial = [b[COMPOSITE] for b in dm.val_dataloader()]
+
+    def read():  # each held-out loader's composites, the perturbed one's included
+        return [b[key] for loader in dm.val_dataloader() for b in loader for key in (BACKGROUND, COMPOSITE)]
+
+    serial = read()
     dm.num_workers = 2
-    parallel = [b[COMPOSITE] for b in dm.val_dataloader()]
+    parallel = read()
     assert len(serial) == len(parallel) and all(torch.equal(a, b) for a, b in zip(serial, parallel))
 
 
@@ -142,3 +150,50 @@ def test_train_loader_is_resumable_and_seeded_from_the_config(small_dataset):
     loader = dm.train_dataloader()
     assert isinstance(loader, ResumableLoader) and loader.sampler.seed == 3
     assert len(loader.sampler) == len(dm.parts["train"])
+
+
+def _first_batches(loaders, count=1) -> list[dict]:
+    return [batch for loader in loaders for batch in itertools.islice(loader, count)]
+
+
+def test_perturbed_eval_adds_a_perturbed_loader_of_the_same_samples(small_dataset):
+    dm = datamodule_from_config(small_dataset, "data.batch_size=4", "data.normalize=true")
+    dm.setup()
+    assert dm.eval_variants() == EVAL_VARIANTS == ("clean", "perturbed")
+    for loaders in (dm.val_dataloader(), dm.test_dataloader()):
+        assert len(loaders) == 2 and len(loaders[0].dataset) == len(loaders[1].dataset)
+        clean, perturbed = _first_batches(loaders)
+        assert torch.equal(clean[MASK], perturbed[MASK]) and torch.equal(clean[DEPTH], perturbed[DEPTH])
+        assert not torch.equal(clean[BACKGROUND], perturbed[BACKGROUND])
+    # The same perturbation per sample whatever the batch size, and in another data module (another run).
+    dm_one = datamodule_from_config(small_dataset, "data.batch_size=1", "data.normalize=true")
+    dm_one.setup()
+    ones = _first_batches(dm_one.val_dataloader()[1:], 4)
+    assert torch.equal(torch.cat([b[BACKGROUND] for b in ones]), _first_batches(dm.val_dataloader()[1:])[0][BACKGROUND])
+    plain = datamodule_from_config(small_dataset, "data.perturbed_eval=false")
+    plain.setup()
+    assert plain.eval_variants() == ("clean",) and isinstance(plain.val_dataloader(), DataLoader)
+
+
+def test_augment_perturbs_training_batches_only(small_dataset):
+    dm = datamodule_from_config(small_dataset, "data.batch_size=4", "data.augment=true")
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    dm.trainer = SimpleNamespace(training=False)  # validating, testing, predicting
+    assert dm.on_after_batch_transfer(batch, 0) is batch
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert out.keys() == batch.keys() and not torch.equal(out[BACKGROUND], batch[BACKGROUND])
+    assert torch.equal(out[COMPOSITE][:, 0], out[COMPOSITE][:, 2])  # gray data stays gray
+    off = datamodule_from_config(small_dataset, "data.batch_size=4")
+    off.trainer = SimpleNamespace(training=True)
+    assert off.on_after_batch_transfer(batch, 0) is batch
+
+
+def test_perturbing_without_a_perturbation_is_refused(small_dataset):
+    with pytest.raises(InstantiationException) as error:
+        overrides = ("data.perturbation=null", "data.augment=true", "data.perturbed_eval=false")
+        datamodule_from_config(small_dataset, *overrides)
+    assert isinstance(error.value.__cause__, ConfigError)
+    assert str(error.value.__cause__) == "data.augment=true needs data.perturbation (e.g. data/perturbation=bgmv2)"

@@ -35,7 +35,7 @@ def test_corrupt_bytes_fail_the_crc(small_dataset, tmp_path):
     data[int(location["header_offset"]) + 30 + len(member) + 100] ^= 0xFF
     corrupt = tmp_path / "batch1_images.zip"
     corrupt.write_bytes(bytes(data))
-    zips, samples = select(tmp_path, "all", {"all": {"batches": [1], "n_bg": None}})
+    zips, samples = select(tmp_path, "all", {"all": {"batches": [1], "n_bg": None}})[:2]
     dataset = ZipSampleDataset(zips, samples, Preprocessing(image_size=64, grayscale=True, stats=None))
     index = [sample_id(s) for s in samples].index(SampleId(1, 1, 0, 1))
     with pytest.raises(zipfile.BadZipFile, match=f"{member}: bad CRC-32"):

@@ -13,10 +13,13 @@ from tests.helpers.configs import compose_config, train_config
 from tests.helpers.paths import ROOT
 
 METRICS = {
-    f"test/{name}"
+    f"{stage}/{name}"
+    for stage in ("test", "test_perturbed")  # the test split as it is, and with its plates perturbed (seeded)
     for name in (
         "loss", "loss_mask", "loss_depth", "mask/bce", "depth/ssim",  # the loss and its terms (conf/loss/document.yaml)
-        "mask_iou", "mask_dice", "depth_rmse", "depth_mae", "depth_abs_rel", "depth_delta1", "depth_ssim",
+        "mask_iou", "mask_dice", "mask_iou_per_image", "mask_boundary_iou", "mask_boundary_f",
+        "depth_rmse", "depth_mae", "depth_ssim", "depth_spread",
+        "depth_abs_rel", "depth_delta1", "depth_rmse_m",  # in metres: the sample scenes' depth
     )
 }
 
@@ -70,7 +73,7 @@ def test_eval_writes_every_metric_and_repeats_itself(small_dataset, trained, tmp
     split = json.loads((run / "split.json").read_text())
     assert report["test_bg"] == split["test_bg"] and report["test_fg"] == split["test_fg"]
     # The same numbers as train.py's own test of that checkpoint (one epoch: the best is the last).
-    assert first == pytest.approx({k: v for k, v in trained_metrics.items() if k.startswith("test/")})
+    assert first == pytest.approx({k: v for k, v in trained_metrics.items() if k.startswith("test")})
 
 
 def test_eval_refuses_a_split_that_overlaps_training(small_dataset, trained, tmp_path):
@@ -99,7 +102,7 @@ def test_eval_needs_only_the_checkpoint_path(trained, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="fgbg")
     metrics = eval_only_ckpt(tmp_path, run / "checkpoints" / "last.ckpt")
     # The run's data (its folder, strategy 40k, 16 pixels), seed and split: train.py's own test numbers.
-    assert metrics == pytest.approx({k: v for k, v in trained_metrics.items() if k.startswith("test/")})
+    assert metrics == pytest.approx({k: v for k, v in trained_metrics.items() if k.startswith("test")})
     report = json.loads((tmp_path / "metrics.json").read_text())
     assert report["strategy"] == "40k" and report["test_bg"] == json.loads((run / "split.json").read_text())["test_bg"]
     assert f"data, seed of {run / '.hydra' / 'config.yaml'}" in caplog.text and "differ" not in caplog.text
@@ -139,7 +142,7 @@ def test_eval_py_after_train_py_needs_only_the_checkpoint_path(small_dataset, tm
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["data_dir"] == str(small_dataset) and report["strategy"] == "40k"
-    assert report["metrics"] == pytest.approx({k: v for k, v in trained.items() if k.startswith("test/")})
+    assert report["metrics"] == pytest.approx({k: v for k, v in trained.items() if k.startswith("test")})
 
 
 def test_format_table_aligns_names():

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 from omegaconf import OmegaConf
 
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.transforms import Preprocessing, resize
 from fgbg.errors import ConfigError
 from fgbg.format.names import BG, FG_BG
@@ -51,3 +53,14 @@ def test_differences_name_each_field_that_differs():
     trained = Preprocessing(32, True, None)
     assert trained.differences(Preprocessing(32, True, None)) == {}
     assert trained.differences(Preprocessing(64, True, STATS)) == {"image_size": (32, 64), "stats": (None, STATS)}
+
+
+def test_tensors_of_mask_only_pixels_have_no_depth():
+    rng = np.random.default_rng(0)
+    pixels = {key: rng.integers(0, 256, (2, 16, 16), dtype=np.uint8) for key in (BACKGROUND, COMPOSITE, MASK)}
+    preprocessing = Preprocessing(16, True, None)
+    tensors = preprocessing.tensors(pixels)
+    assert set(tensors) == {BACKGROUND, COMPOSITE, MASK} and tensors[MASK].shape == (2, 1, 16, 16)
+    with_depth = preprocessing.tensors({**pixels, DEPTH: pixels[MASK]})
+    assert torch.equal(with_depth[DEPTH], torch.from_numpy(pixels[MASK] / np.float32(255))[:, None])
+    assert all(torch.equal(with_depth[key], tensors[key]) for key in tensors)

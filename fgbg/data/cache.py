@@ -10,7 +10,7 @@ would be read. One process builds a given cache (:func:`~fgbg.format.locks.sole_
 reads it), its loader workers die with it, and partials of killed builds are removed by the next build.
 
 Per folder, one ``.npy`` per key of the batch contract (pixels as ``Preprocessing.resized`` gives them):
-``composite``, ``mask``, ``depth`` ``(N, ...)`` in the order of ``samples.npy``, ``(N, 6)``
+``composite``, ``mask``, ``depth`` (none for mask-only data) ``(N, ...)`` in the order of ``samples.npy``, ``(N, 6)``
 int32 rows ``(batch, fg, bg, flip, k, background row)``, and ``background`` ``(backgrounds, ...)``, each
 background once. Normalisation is not cached: it is applied when the pixels become tensors.
 """
@@ -47,8 +47,18 @@ def _table(samples: np.ndarray) -> np.ndarray:
     return np.column_stack([samples[name].astype(np.int32) for name in ("batch", "fg", "bg", "flip", "k")]).reshape(-1, 5)
 
 
+def per_sample(has_depth: bool) -> tuple[str, ...]:
+    """The keys of the batch contract cached per sample: :data:`PER_SAMPLE`, less DEPTH for mask-only data."""
+    return PER_SAMPLE if has_depth else tuple(key for key in PER_SAMPLE if key != DEPTH)
+
+
 def cache_dir(
-    data_dir: Path, strategy: str, zips: dict[int, Path], table: np.ndarray, preprocessing: Preprocessing
+    data_dir: Path,
+    strategy: str,
+    zips: dict[int, Path],
+    table: np.ndarray,
+    preprocessing: Preprocessing,
+    has_depth: bool = True,
 ) -> Path:
     """The folder of the cache of ``strategy``'s samples (``table``, see :func:`_table`) from ``zips``."""
     stats = {str(batch): [path.name, path.stat().st_size, path.stat().st_mtime_ns] for batch, path in sorted(zips.items())}
@@ -57,7 +67,7 @@ def cache_dir(
         "zips": stats,
         "size": preprocessing.image_size,
         "grayscale": preprocessing.grayscale,
-        "arrays": [BACKGROUND, *PER_SAMPLE],
+        "arrays": [BACKGROUND, *per_sample(has_depth)],
     }
     digest = hashlib.sha256(json.dumps(decided_by, sort_keys=True).encode())
     digest.update(table.tobytes())
@@ -90,17 +100,19 @@ def build(
     samples: np.ndarray,
     preprocessing: Preprocessing,
     workers: int = 0,
+    has_depth: bool = True,
 ) -> Path:
-    """The cache folder of ``strategy``'s ``samples``, decoded with ``workers`` processes unless it exists."""
+    """The cache folder of ``strategy``'s ``samples``, decoded with ``workers`` processes unless it exists;
+    ``has_depth`` False (mask-only data): no depth array."""
     table = _table(samples)
-    folder = cache_dir(data_dir, strategy, zips, table, preprocessing)
+    folder = cache_dir(data_dir, strategy, zips, table, preprocessing, has_depth)
     if folder.exists():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_partials(folder.parent)
     with sole_writer(folder, wait=True):  # another process building it: wait, then use what it built
         if not folder.exists():
-            _write(folder, ZipSampleDataset(zips, samples, preprocessing), table, workers)
+            _write(folder, ZipSampleDataset(zips, samples, preprocessing, has_depth=has_depth), table, workers)
     return folder
 
 
@@ -150,12 +162,13 @@ def _die_with_parent(parent_pid: int, worker_id: int) -> None:
 class CachedSampleDataset(PixelDataset):
     """``samples`` (all held by the cache in ``folder``) read from its memory-mapped arrays.
 
-    Items equal :class:`ZipSampleDataset`'s for the same samples and preprocessing: the same pixels become
-    tensors the same way. Each process maps the arrays itself (a mapping does not cross into workers).
+    Items equal :class:`ZipSampleDataset`'s for the same samples, preprocessing and ``has_depth`` (that the
+    cache was built with): the same pixels become tensors the same way. Each process maps the arrays itself
+    (a mapping does not cross into workers).
     """
 
-    def __init__(self, folder: Path, samples: np.ndarray, preprocessing: Preprocessing):
-        super().__init__(samples, preprocessing)
+    def __init__(self, folder: Path, samples: np.ndarray, preprocessing: Preprocessing, has_depth: bool = True):
+        super().__init__(samples, preprocessing, has_depth)
         self.folder = Path(folder)
         table = np.load(self.folder / SAMPLES)
         row_of = {tuple(key): row for row, key in enumerate(table[:, :5].tolist())}
@@ -173,6 +186,6 @@ class CachedSampleDataset(PixelDataset):
 
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
         rows = self.rows[indices]
-        pixels = {key: self._array(key)[rows] for key in PER_SAMPLE}
+        pixels = {key: self._array(key)[rows] for key in per_sample(self.has_depth)}
         pixels[BACKGROUND] = self._array(BACKGROUND)[self.bg_rows[rows]]
         return pixels

@@ -1,5 +1,5 @@
-"""Checks of batch zips beyond their names: within a zip (each composite with its partners, depth maps there),
-and across the zips of a selection (each holds only its own foregrounds, their manifests agree)."""
+"""Checks of batch zips beyond their names: within a zip (each composite with its partners), and across the
+zips of a selection (each holds only its own foregrounds, their manifests agree, how to label zips without depth)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 
 from fgbg.errors import FgbgError
 from fgbg.format.names import (
-    COMPOSITE_CATEGORIES,
     FG_PER_ZIP,
     MANIFEST,
     SampleId,
@@ -63,12 +62,13 @@ def in_order_without_duplicates(
     return categories, ids, members
 
 
-def missing_partner_message(path: Path, ids_by_category: list[np.ndarray]) -> str:
-    """The message for the first sample id (in id order) that some composite category lacks."""
+def missing_partner_message(path: Path, categories: tuple[str, ...], ids_by_category: list[np.ndarray]) -> str:
+    """The message for the first sample id (in id order) that one of ``categories`` (of COMPOSITE_CATEGORIES,
+    each with its ``(n, 4)`` ids in ``ids_by_category``) lacks."""
     found = [{tuple(row) for row in ids.tolist()} for ids in ids_by_category]
     incomplete = min(set.union(*found) - set.intersection(*found))
-    have = [c for c, rows in zip(COMPOSITE_CATEGORIES, found) if incomplete in rows]
-    missing = [c for c, rows in zip(COMPOSITE_CATEGORIES, found) if incomplete not in rows]
+    have = [c for c, rows in zip(categories, found) if incomplete in rows]
+    missing = [c for c, rows in zip(categories, found) if incomplete not in rows]
     sample = SampleId(*incomplete)
     partner = composite_member(missing[0], sample)
     return f"{path}: {composite_member(sorted(have)[0], sample)!r} has no partner {partner!r}"
@@ -105,6 +105,10 @@ class SameDataset:
         if self.first is None:
             self.first = path, settings
         _check_same_settings(*self.first, path, settings)
+
+    def setting(self, key: str):
+        """The manifests' ``key`` setting (the first one's: the others agree), None when none has it."""
+        return self.first[1].get(key) if self.first else None
 
     def warn_unchecked(self, batches: list[int]) -> None:
         """Warn that zips without a manifest were not checked against the others (of ``batches``)."""

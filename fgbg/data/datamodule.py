@@ -10,16 +10,18 @@ import itertools
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fgbg.data.cache import CachedSampleDataset, build
 from fgbg.data.dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
-from fgbg.data.index import select, split
+from fgbg.data.index import Selection, select, split
+from fgbg.data.perturb import PerturbedDataset, PlatePerturbation, normalised, unnormalised
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 
+# The held-out loaders' names, in their order: the parts as they are, then with the plates perturbed.
+EVAL_VARIANTS = ("clean", "perturbed")
 
 class EpochSampler(DistributedSampler):
     """torch's ``DistributedSampler``: a permutation seeded by ``seed + epoch`` (Lightning sets the epoch),
@@ -69,7 +71,8 @@ class ZipDataModule(L.LightningDataModule):
 
     Args:
         data_dir: folder holding ``batch<N>_images.zip``.
-        strategy: key of ``strategies``, e.g. ``4k``; each is ``{"batches": [...], "n_bg": N | None}``.
+        strategy: key of ``strategies``, e.g. ``4k``; each is ``{"batches": [...], "n_bg": N | None}``, and
+            optionally ``held_out_batches: [...]``, the zips of the validation and test foregrounds.
         split: keyword arguments of :func:`fgbg.data.index.split` (held-out fractions, seed).
         image_size, grayscale, normalize, stats: the :class:`~fgbg.data.transforms.Preprocessing`
             (``preprocessing``): side, colour, and per-category mean/std that normalise the inputs when ``normalize``.
@@ -77,9 +80,16 @@ class ZipDataModule(L.LightningDataModule):
             ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
         on_bad_sample: ``raise`` or ``skip`` (and count) samples whose images are corrupt, when reading the zips.
         seed: the training order's (a permutation per epoch, drawn from ``seed + epoch``).
+        perturbation: the :class:`~fgbg.data.perturb.PlatePerturbation` of ``augment`` and ``perturbed_eval``.
+        augment: perturb training batches at random, after their transfer to the device.
+        perturbed_eval: validation and test loaders are two, :data:`EVAL_VARIANTS`: the part as it is, then
+            perturbed (:class:`~fgbg.data.perturb.PerturbedDataset`, from ``perturbation_seed`` and each
+            sample's index), see :meth:`eval_variants`.
 
     Defaults live in ``conf/data/default.yaml`` only. ``setup`` fills ``parts`` and ``split_description`` (what
-    :class:`~fgbg.training.callbacks.SplitFile` writes to ``<run>/split.json``).
+    :class:`~fgbg.training.callbacks.SplitFile` writes to ``<run>/split.json``), ``has_depth`` (False for
+    mask-only data, made with depth=none: items have no ``depth`` key) and ``depth_record`` (the manifests'
+    ``settings.depth``, how the depth maps were made; None when mask-only or the zips have no manifest).
     Raises :class:`~fgbg.errors.ConfigError`, naming the ``data.`` key, for a value out of range.
     """
 
@@ -98,6 +108,10 @@ class ZipDataModule(L.LightningDataModule):
         cache: bool,
         on_bad_sample: str,
         seed: int,
+        perturbation: PlatePerturbation | None,
+        augment: bool,
+        perturbed_eval: bool,
+        perturbation_seed: int,
     ):
         super().__init__()
         self.data_dir, self.strategy, self.strategies = Path(data_dir), strategy, strategies
@@ -110,11 +124,22 @@ class ZipDataModule(L.LightningDataModule):
         self.cache = cache
         self.on_bad_sample = check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
         self.seed = check_seed(seed, "data.seed")
+        for key, value in (("augment", augment), ("perturbed_eval", perturbed_eval)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"data.{key}={value!r}: expected true or false")
+            if value and perturbation is None:
+                raise ConfigError(f"data.{key}=true needs data.perturbation (e.g. data/perturbation=bgmv2)")
+        self.perturbation, self.augment, self.perturbed_eval = perturbation, augment, perturbed_eval
+        self.perturbation_seed = check_seed(perturbation_seed, "data.perturbation_seed")
         self.parts: dict[str, PixelDataset] = {}
         self.split_description: dict = {}
+        self.has_depth: bool | None = None  # set by setup(), from the zips
+        self.depth_record: dict | None = None
 
-    def _build_cache(self, zips: dict, samples: np.ndarray) -> Path:
-        return build(self.data_dir, self.strategy, zips, samples, self.preprocessing, self.num_workers)
+    def _build_cache(self, *selection) -> Path:
+        """The cache of a :class:`~fgbg.data.index.Selection`, given as its fields (``*select(...)``)."""
+        zips, samples, has_depth = Selection(*selection)[:3]
+        return build(self.data_dir, self.strategy, zips, samples, self.preprocessing, self.num_workers, has_depth)
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node before setup: the cache is built once, not per device.
@@ -124,15 +149,19 @@ class ZipDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.parts:
             return
-        zips, samples = select(self.data_dir, self.strategy, self.strategies)
-        parts, self.split_description = split(samples, **self.split_args)
+        selection = select(self.data_dir, self.strategy, self.strategies)
+        self.has_depth, self.depth_record = selection.has_depth, selection.depth_record
+        parts, self.split_description = split(selection.samples, **self.split_args, held_out_fg=selection.held_out_fg)
         self.split_description = {"strategy": self.strategy, "data_dir": str(self.data_dir), **self.split_description}
         if self.cache:
-            folder = self._build_cache(zips, samples)
-            self.parts = {name: CachedSampleDataset(folder, part, self.preprocessing) for name, part in parts.items()}
+            folder = self._build_cache(*selection)
+            read = CachedSampleDataset
+            self.parts = {name: read(folder, part, self.preprocessing, self.has_depth) for name, part in parts.items()}
         else:
-            read = ZipSampleDataset
-            self.parts = {name: read(zips, part, self.preprocessing, self.on_bad_sample) for name, part in parts.items()}
+            self.parts = {
+                name: ZipSampleDataset(selection.zips, part, self.preprocessing, self.on_bad_sample, self.has_depth)
+                for name, part in parts.items()
+            }
 
     def _loader_args(self) -> dict:
         return {
@@ -155,11 +184,30 @@ class ZipDataModule(L.LightningDataModule):
             **self._loader_args(),
         )
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.parts["val"], **self._loader_args())
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._held_out_loaders("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.parts["test"], **self._loader_args())
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        return self._held_out_loaders("test")
+
+    def eval_variants(self) -> tuple[str, ...]:
+        """The names of the loaders ``val_dataloader`` and ``test_dataloader`` return, in their order."""
+        return EVAL_VARIANTS if self.perturbed_eval else EVAL_VARIANTS[:1]
+
+    def _held_out_loaders(self, part: str) -> DataLoader | list[DataLoader]:
+        """One loader of ``part``, or (``perturbed_eval``) one per :data:`EVAL_VARIANTS`."""
+        clean = self.parts[part]
+        if not self.perturbed_eval:
+            return DataLoader(clean, **self._loader_args())
+        perturbed = PerturbedDataset(clean, self.perturbation, self.perturbation_seed, self.preprocessing)
+        return [DataLoader(dataset, **self._loader_args()) for dataset in (clean, perturbed)]
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Training batches perturbed (``augment``) where they train: on the device, after the transfer."""
+        if not (self.augment and self.trainer is not None and self.trainer.training):
+            return batch
+        stats, gray = self.preprocessing.stats, self.preprocessing.grayscale
+        return normalised(self.perturbation(unnormalised(batch, stats), train=True, gray=gray), stats)
 
 
 def _checked_split(split: dict) -> dict:

@@ -30,12 +30,13 @@ BAD_SAMPLE_CHOICES = ("raise", "skip")
 class PixelDataset(Dataset, abc.ABC):
     """Items follow the batch contract (:mod:`fgbg.data.batch`); subclasses supply uint8 pixels.
 
-    A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and turned into
-    float tensors at once (per image, those conversions cost as much as decoding).
+    ``has_depth`` False (mask-only data, made with depth=none): items have no ``depth`` key, and no depth
+    map is read. A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and
+    turned into float tensors at once (per image, those conversions cost as much as decoding).
     """
 
-    def __init__(self, samples: np.ndarray, preprocessing: Preprocessing):
-        self.samples, self.preprocessing = samples, preprocessing
+    def __init__(self, samples: np.ndarray, preprocessing: Preprocessing, has_depth: bool):
+        self.samples, self.preprocessing, self.has_depth = samples, preprocessing, has_depth
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -62,13 +63,19 @@ class ZipSampleDataset(PixelDataset):
 
     ``on_bad_sample``: ``raise`` (an error naming the zip and the member) or ``skip`` a sample with a
     truncated, corrupt or wrongly sized image (its batch is one smaller; ``skipped`` counts them per process).
+    ``has_depth``: :attr:`fgbg.data.index.Selection.has_depth` (False: the samples have no depth member).
     """
 
     def __init__(
-        self, zips: dict[int, Path], samples: np.ndarray, preprocessing: Preprocessing, on_bad_sample: str = "raise"
+        self,
+        zips: dict[int, Path],
+        samples: np.ndarray,
+        preprocessing: Preprocessing,
+        on_bad_sample: str = "raise",
+        has_depth: bool = True,
     ):
         check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
-        super().__init__(samples, preprocessing)
+        super().__init__(samples, preprocessing, has_depth)
         self.zips, self.on_bad_sample, self.skipped = zips, on_bad_sample, 0
         self._handles: dict[int, MemberReader] = {}
         self._backgrounds: dict[tuple[int, int], np.ndarray] = {}
@@ -111,12 +118,14 @@ class ZipSampleDataset(PixelDataset):
     def pixels(self, index: int) -> dict[str, np.ndarray]:
         """Sample ``index``'s JPEGs decoded at reduced scale, by key of the batch contract (not yet resized)."""
         sample, t = self.samples[index], self.preprocessing
-        return {  # images 1, 2, 3 of SAMPLE_IMAGES: the composite, its mask, its depth
+        pixels = {  # images 1, 2 (3) of SAMPLE_IMAGES: the composite, its mask (its depth)
             BACKGROUND: self._background(sample),
             COMPOSITE: self._decoded(sample, 1, t.image),
             MASK: self._decoded(sample, 2, t.target),
-            DEPTH: self._decoded(sample, 3, t.target),
         }
+        if self.has_depth:
+            pixels[DEPTH] = self._decoded(sample, 3, t.target)
+        return pixels
 
     def _good_pixels(self, indices: list[int]) -> list[dict[str, np.ndarray]]:
         decoded = []

@@ -3,7 +3,7 @@
 The source document paired files by comparing every name with every fg x bg prefix and then by
 directory-listing order, so composites, masks and depths did not line up. Here the names of a zip's
 directory are parsed all at once into ``(category, fg, bg, flip, k)`` and the images of a sample are
-found by that id.
+found by that id. Zips made with depth=none are mask-only data: their samples have no depth member.
 
 Samples are rows of a numpy structured array (:data:`SAMPLE`): ids and where each image lies in its zip,
 about 100 bytes a sample and no Python object per sample, so the 400k strategy's index is ~40 MB that
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from fgbg.data.checks import (
     missing_partner_message,
     no_depth_message,
 )
+from fgbg.errors import ConfigError
 from fgbg.format.manifest import decode_manifest
 from fgbg.format.names import (
     BG,
@@ -67,22 +69,25 @@ def sample_id(sample: np.void) -> SampleId:
 
 @dataclass
 class ZipContents:
-    """What one batch zip holds: its source images' ids, its samples (:data:`SAMPLE`, ``batch`` 0) and its
-    manifest (None for a zip made by another tool)."""
+    """What one batch zip holds: its source images' ids, its samples (:data:`SAMPLE`, ``batch`` 0), its
+    manifest (None for a zip made by another tool) and whether its composites have depth maps (``has_depth``
+    False: made with depth=none; the samples' depth member is then left blank)."""
 
     path: Path
     bg_ids: set[int] = field(default_factory=set)
     fg_ids: set[int] = field(default_factory=set)
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, SAMPLE))
     manifest: dict | None = None
+    has_depth: bool = True
 
 
 def index_zip(path: Path) -> ZipContents:
     """Read ``path``'s directory once and group its members by sample id.
 
+    A zip without any depth map (made with depth=none) is mask-only data: its composites need no depth.
     Raises :class:`DatasetError` naming the member for a foreign file (any name that is not one of the
-    dataset's, including absolute paths and ``..``), a duplicate, or a composite without its mask or depth;
-    a zip without any depth map is told how to label it.
+    dataset's, including absolute paths and ``..``), a duplicate, or a composite without its mask, or without
+    its depth when other composites of the zip have theirs.
     """
     path = Path(path)
     try:
@@ -99,20 +104,22 @@ def index_zip(path: Path) -> ZipContents:
         raise DatasetError(f"{path}: foreign member ({error})") from error
     categories, ids, members = in_order_without_duplicates(path, names, categories, ids, members)
     of = {c: categories == CATEGORIES.index(c) for c in CATEGORIES}
-    if of[FG_BG].any() and not of[DEPTH].any():
-        raise DatasetError(no_depth_message(path, manifest))
-    samples = _samples(path, [(ids[of[c]], members[of[c]]) for c in SAMPLE_IMAGES])
+    # Some depth maps and not others is a broken zip (the partner check names the member), none is mask-only.
+    has_depth = bool(of[DEPTH].any()) or not of[FG_BG].any()
+    images = SAMPLE_IMAGES if has_depth else tuple(c for c in SAMPLE_IMAGES if c != DEPTH)
+    samples = _samples(path, images, [(ids[of[c]], members[of[c]]) for c in images])
     fg_ids = set(ids[of[FG] | of[MASK], 0].tolist())
-    return ZipContents(path, set(ids[of[BG], 0].tolist()), fg_ids, samples, manifest)
+    return ZipContents(path, set(ids[of[BG], 0].tolist()), fg_ids, samples, manifest, has_depth)
 
 
-def _samples(path: Path, located: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """:data:`SAMPLE` rows from ``(ids (n, 4), members (n,))`` of each of :data:`SAMPLE_IMAGES`, each in id
-    order; :class:`DatasetError` for a composite without its partners or its background."""
+def _samples(path: Path, images: tuple[str, ...], located: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:data:`SAMPLE` rows from ``(ids (n, 4), members (n,))`` of each of ``images`` (:data:`SAMPLE_IMAGES`,
+    or those without DEPTH), each in id order; :class:`DatasetError` for a composite without its partners or
+    its background. An image left out keeps a blank member record."""
     (bg_ids, bg_members), composites = located[0], located[1:]
     sample_ids = composites[0][0]
     if not all(np.array_equal(sample_ids, other_ids) for other_ids, _ in composites[1:]):
-        raise DatasetError(missing_partner_message(path, [other_ids for other_ids, _ in composites]))
+        raise DatasetError(missing_partner_message(path, images[1:], [other_ids for other_ids, _ in composites]))
     samples = np.zeros(len(sample_ids), SAMPLE)
     for column, name in enumerate(_ID_FIELDS):
         samples[name] = sample_ids[:, column]
@@ -122,8 +129,8 @@ def _samples(path: Path, located: list[tuple[np.ndarray, np.ndarray]]) -> np.nda
         bg = int(samples["bg"][~has_bg].min())
         raise DatasetError(f"{path}: composites of background {bg} but no {source_member(BG, bg)}")
     samples["members"][:, 0] = bg_members[at]
-    for column, (_, located_members) in enumerate(composites, start=1):
-        samples["members"][:, column] = located_members
+    for category, (_, located_members) in zip(images[1:], composites):
+        samples["members"][:, SAMPLE_IMAGES.index(category)] = located_members
     return samples
 
 
@@ -141,38 +148,89 @@ def _read_manifest(path: Path, names: list[str], members: np.ndarray) -> dict | 
         ) from error
 
 
-def select(data_dir: Path, strategy: str, strategies: dict) -> tuple[dict[int, Path], np.ndarray]:
-    """The samples of ``strategy``: ``{"batches": [1, ...], "n_bg": 10 | None}`` looked up in ``strategies``.
+class Selection(NamedTuple):
+    """The samples of a strategy and what training needs to know of them (:func:`select`).
 
-    ``n_bg`` keeps each zip's first ``n_bg`` backgrounds (by id); None keeps all of them.
-    Returns ``({batch: zip path}, samples)``, samples as :data:`SAMPLE` rows in (batch, id) order.
+    ``zips``: ``{batch: zip path}``; ``samples``: :data:`SAMPLE` rows in (batch, id) order, those of the
+    strategy's ``held_out_batches`` included; ``has_depth``: every composite has a depth map (False: mask-only
+    data, made with depth=none); ``depth_record``: the manifests' ``settings.depth``, how the depth maps were
+    made (None when mask-only, or when no zip has a manifest); ``held_out_fg``: the foregrounds of
+    ``held_out_batches``, for :func:`split` (None: the strategy has none).
+    """
+
+    zips: dict[int, Path]
+    samples: np.ndarray
+    has_depth: bool
+    depth_record: dict | None
+    held_out_fg: list[int] | None
+
+
+def select(data_dir: Path, strategy: str, strategies: dict) -> Selection:
+    """The samples of ``strategy``: ``{"batches": [1, ...], "n_bg": 10 | None, "held_out_batches": [2]}``
+    (``held_out_batches`` optional) looked up in ``strategies``.
+
+    ``n_bg`` keeps each zip's first ``n_bg`` backgrounds (by id); None keeps all of them. The zips of
+    ``held_out_batches``, selected the same way, give the validation and test foregrounds (see :func:`split`).
 
     The zips must belong together: each holds only the foregrounds its number says (so no sample is in two
     zips), and their manifests agree on :data:`~fgbg.data.checks.SHARED_SETTINGS`; otherwise
     :class:`DatasetError` names both zips. Zips without a manifest (made by other tools) are used with a
-    warning that this was not checked.
+    warning that this was not checked. Either every zip has depth maps or none has (mask-only data); a mix is
+    refused with how to label those without.
     """
     if strategy not in strategies:
         raise DatasetError(f"unknown strategy {strategy!r}; known: {', '.join(strategies)}")
     spec = strategies[strategy]
-    zips, samples, same = {}, [], SameDataset()
-    for batch in spec["batches"]:
-        contents = index_zip(_existing_zip(Path(data_dir), batch, strategy))
-        check_foregrounds(batch, contents.path, contents.fg_ids, contents.samples)
-        same.add(contents.path, contents.manifest)
-        zips[batch] = contents.path
-        samples.append(_first_backgrounds(contents, spec.get("n_bg"), strategy))
-        samples[-1]["batch"] = batch
-    same.warn_unchecked(list(zips))
-    return zips, np.concatenate(samples) if samples else np.zeros(0, SAMPLE)
+    held_out = list(spec.get("held_out_batches") or [])
+    both = sorted(set(spec["batches"]) & set(held_out))
+    if both:
+        raise ConfigError(
+            f"data.strategies.{strategy}: batches {both} are in both batches and held_out_batches "
+            "(a held-out zip gives validation and test foregrounds only)"
+        )
+    contents = {}  # each zip's contents, its samples those selected (one zip's whole index at a time)
+    for batch in sorted([*spec["batches"], *held_out]):
+        found = index_zip(_existing_zip(Path(data_dir), batch, strategy, held_out=batch in held_out))
+        check_foregrounds(batch, found.path, found.fg_ids, found.samples)
+        contents[batch] = replace(found, samples=_first_backgrounds(found, spec.get("n_bg"), strategy))
+        contents[batch].samples["batch"] = batch
+    # Before the manifests' check, which would name the depth setting only.
+    _check_all_or_no_depth(strategy, list(contents.values()))
+    same = SameDataset()
+    for found in contents.values():
+        same.add(found.path, found.manifest)
+    same.warn_unchecked(list(contents))
+    samples = np.concatenate([found.samples for found in contents.values()]) if contents else np.zeros(0, SAMPLE)
+    held_out_fg = np.unique(samples["fg"][np.isin(samples["batch"], held_out)]).tolist() if held_out else None
+    has_depth = all(found.has_depth for found in contents.values())
+    zips = {batch: found.path for batch, found in contents.items()}
+    return Selection(zips, samples, has_depth, same.setting("depth") if has_depth else None, held_out_fg)
 
 
-def _existing_zip(data_dir: Path, batch: int, strategy: str) -> Path:
+def _check_all_or_no_depth(strategy: str, contents: list[ZipContents]) -> None:
+    """Refuse zips with depth maps beside zips without: the first of those without is told how to label it."""
+    without = [found for found in contents if not found.has_depth]
+    if without and len(without) < len(contents):
+        raise DatasetError(
+            f"strategy {strategy!r} mixes zips with depth maps and zips without "
+            f"({', '.join(found.path.name for found in without)}); train on one kind, or give them all depth: "
+            + no_depth_message(without[0].path, without[0].manifest)
+        )
+
+
+def _existing_zip(data_dir: Path, batch: int, strategy: str, held_out: bool = False) -> Path:
+    """``data_dir``'s zip of ``batch``, which ``strategy`` trains on (or, ``held_out``, validates and tests on)."""
     path = data_dir / zip_name(batch)
     if not path.exists():
+        role = "holds out the foregrounds of" if held_out else "needs"
+        make = (
+            "`make sample` makes it for the small sample (remove an older one-zip sample first), "
+            "`python generate.py` for the full dataset"
+            if held_out
+            else "make the dataset with `python generate.py`"
+        )
         raise DatasetError(
-            f"strategy {strategy!r} needs {path}, which does not exist "
-            "(make the dataset with `python generate.py`, or point data.data_dir at it)"
+            f"strategy {strategy!r} {role} {path}, which does not exist ({make}, or point data.data_dir at it)"
         )
     return path
 
@@ -194,6 +252,23 @@ def _hold_out(ids: list[int], fractions: tuple[float, float], rng: np.random.Gen
     return sorted(shuffled[n_val + n_test :]), sorted(shuffled[:n_val]), sorted(shuffled[n_val : n_val + n_test])
 
 
+def _share_out(
+    ids: list[int], held_out: list[int], fractions: tuple[float, float], rng: np.random.Generator
+) -> tuple[list, list, list]:
+    """``(train, val, test)`` ids: ``held_out`` shared between val and test in proportion ``fractions`` (at least
+    one each; equal shares when both are 0), training the rest of ``ids``."""
+    held_out = sorted(set(held_out))
+    if len(held_out) < 2:
+        raise DatasetError(
+            f"the strategy's held_out_batches hold {len(held_out)} foreground(s) {held_out}: validation and test "
+            "need one each; hold out a zip with more foregrounds"
+        )
+    shuffled = [held_out[i] for i in rng.permutation(len(held_out))]
+    total = sum(fractions)
+    n_val = min(max(1, round(len(held_out) * (fractions[0] / total if total else 0.5))), len(held_out) - 1)
+    return sorted(set(ids) - set(held_out)), sorted(shuffled[:n_val]), sorted(shuffled[n_val:])
+
+
 def split(
     samples: np.ndarray,
     val_bg: float = 0.2,
@@ -202,12 +277,17 @@ def split(
     test_fg: float = 0.1,
     min_fg_to_split: int = 10,
     seed: int = 0,
+    *,
+    held_out_fg: list[int] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Seeded train/val/test split of :data:`SAMPLE` rows in which val and test backgrounds are never seen in
     training. The defaults are ``conf/data/default.yaml``'s ``split`` (a test holds them equal).
 
     Foregrounds are held out too when the samples have at least ``min_fg_to_split`` of them; samples that
     pair a training background with a held-out foreground (or the reverse) belong to no part.
+    ``held_out_fg`` (a strategy's held-out zips' foregrounds, :attr:`Selection.held_out_fg`) are instead the
+    only val and test foregrounds, shared between them as ``val_fg : test_fg`` (at least one each), whatever
+    ``min_fg_to_split``: training takes every other foreground.
     Returns ``({"train": rows, "val": rows, "test": rows}, description)``, each part in the samples' order;
     a part left empty raises :class:`DatasetError` with the selection's counts.
     """
@@ -217,8 +297,11 @@ def split(
     if len(bgs) < 3:
         raise DatasetError(f"a held-out split needs at least 3 backgrounds, the selection has {len(bgs)}")
     bg_parts = _hold_out(bgs, (val_bg, test_bg), rng)
-    split_fg = len(fgs) >= min_fg_to_split
-    fg_parts = _hold_out(fgs, (val_fg, test_fg), rng) if split_fg else (fgs,) * 3
+    split_fg = held_out_fg is not None or len(fgs) >= min_fg_to_split
+    if held_out_fg is not None:
+        fg_parts = _share_out(fgs, held_out_fg, (val_fg, test_fg), rng)
+    else:
+        fg_parts = _hold_out(fgs, (val_fg, test_fg), rng) if split_fg else (fgs,) * 3
     parts = {}
     for name, bg_ids, fg_ids in zip(PARTS, bg_parts, fg_parts):
         parts[name] = samples[np.isin(samples["bg"], bg_ids) & np.isin(samples["fg"], fg_ids)]

@@ -86,7 +86,8 @@ class Preprocessing:
     ``background``, ``composite``: ``(*, C, S, S)`` float (C = 3, gray replicated, when ``grayscale`` as in the
     source document, else RGB), normalised with per-category ``stats`` (``{category: {"mean": m, "std": s}}``)
     unless they are ``None``; ``mask``: ``(*, 1, S, S)`` 0/1; ``depth``: ``(*, 1, S, S)`` in [0, 1], brighter =
-    nearer. ``inputs`` does both steps for the inputs alone, as prediction needs.
+    nearer, when the pixels have it (mask-only data has none). ``inputs`` does both steps for the inputs alone,
+    as prediction needs.
     """
 
     image_size: int
@@ -140,7 +141,8 @@ class Preprocessing:
     def tensors(self, pixels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = self._input_tensors(pixels)
         out[MASK] = torch.from_numpy((pixels[MASK] > 127).astype(np.float32)[..., None, :, :])
-        out[DEPTH] = torch.from_numpy(_unit(pixels[DEPTH])[..., None, :, :])
+        if DEPTH in pixels:  # mask-only data (made with depth=none) has none
+            out[DEPTH] = torch.from_numpy(_unit(pixels[DEPTH])[..., None, :, :])
         return out
 
     def inputs(self, background: np.ndarray, composite: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fgbg.models.base import MaskDepthNet
 
-class ConvGen(nn.Module):
+
+class ConvGen(MaskDepthNet):
     """Model2, layer for layer as the source document gives it; every conv keeps the input's size.
 
     ``convblock1`` (32) and ``convblock2`` (depthwise 3x3, pointwise to 64) are shared by the background

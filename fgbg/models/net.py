@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fgbg.models.base import MaskDepthNet
+
 
 def _conv_bn_relu(in_ch: int, out_ch: int) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU()]
 
 
-class Net(nn.Module):
+class Net(MaskDepthNet):
     """Model1, layer for layer as the source document gives it; every conv keeps the input's size.
 
     Depth branch (full width, on both images stacked): ``input_layer`` (64) -> ``layer1`` (128) ->

@@ -6,16 +6,17 @@ import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.base.initialization import initialize_decoder
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
-from torch import Tensor, nn
+from torch import Tensor
 
-from fgbg.errors import FgbgError
+from fgbg.errors import FgbgError, check_choice
+from fgbg.models.base import DEPTH_OUTPUTS, MaskDepthNet
 
 
 class PretrainedWeightsError(FgbgError, RuntimeError):
     """Pretrained encoder weights that are neither in the local cache nor downloadable; the message says how to get them."""
 
 
-class UNet(nn.Module):
+class UNet(MaskDepthNet):
     """``smp.Unet``: an encoder (resnet18 by default) whose features at 1/2 .. 1/32 of the input feed,
     through skip connections, a decoder back to the input's size. Its head, a 3x3 conv with ``mask_channels +
     depth_channels`` outputs, is in effect two heads on the shared decoder: the first ``mask_channels`` maps
@@ -56,6 +57,11 @@ class UNet(nn.Module):
             BatchNorm (the only choice for smp's own encoders).
         decoder_norm: smp's ``decoder_use_norm`` for the decoder and ``refine``: ``False`` (none, convs with
             bias) or ``"batchnorm"``.
+        depth_output: ``"clamp"`` or the first layout's ``"sigmoid"`` (see :data:`~fgbg.models.base.DEPTH_OUTPUTS`).
+            A sigmoid whose input grows large saturates at 1 with a gradient near 0; with an SSIM-only depth loss
+            nothing pulls it back, and in some runs the depth head stayed at white from the first epoch on
+            (RMSE 0.66, delta1 0). The straight-through clamp bounds the output the same way but passes the
+            gradient on, so an L1 term always pulls an out-of-range prediction back.
     """
 
     def __init__(
@@ -71,8 +77,10 @@ class UNet(nn.Module):
         refine: bool = True,
         encoder_norm: str | None = "groupnorm",
         decoder_norm: str | bool = False,
+        depth_output: str = "clamp",
     ):
         super().__init__()
+        self.depth_output = check_choice("model.depth_output", depth_output, DEPTH_OUTPUTS)
         self.mask_channels = mask_channels
         self.multiple = 2**encoder_depth
         self.difference = difference

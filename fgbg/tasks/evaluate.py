@@ -38,10 +38,12 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     datamodule = instantiate(cfg.data)
     _warn_if_preprocessed_otherwise(module.preprocessing, datamodule.preprocessing)
     datamodule.setup("test")
+    module.use_data(datamodule.has_depth, datamodule.depth_record)
     check_held_out(run_of(cfg.ckpt_path) / SPLIT_FILE, datamodule.split_description)
     trainer = build_trainer(cfg, callbacks=[SplitFile()])
-    (metrics,) = trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = {key: float(value) for key, value in sorted(metrics.items())}
+    # One dict per test loader (clean, perturbed), each with its own names (test/..., test_perturbed/...).
+    metrics = {key: float(value) for part in trainer.test(module, datamodule=datamodule, verbose=False) for key, value in part.items()}
+    metrics = dict(sorted(metrics.items()))
     split = datamodule.split_description
     report = {
         "ckpt_path": str(cfg.ckpt_path),
@@ -55,7 +57,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     out = Path(cfg.paths.output_dir) / METRICS_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    log.info("%s\n%s\nwritten to %s", cfg.ckpt_path, format_table(metrics), out)
+    log.info("%s\n%s\n%s\nwritten to %s", cfg.ckpt_path, held_out_counts(split), format_table(metrics), out)
     return metrics
 
 
@@ -86,6 +88,15 @@ def _warn_if_preprocessed_otherwise(trained: Preprocessing | None, now: Preproce
     differ = trained.differences(now) if trained else {}
     if differ:
         log.warning("data settings differ from the checkpoint's training (trained, now): %s", differ)
+
+
+def held_out_counts(split: dict) -> str:
+    """One line: how many samples, backgrounds and foregrounds ``split`` (a ``split_description``) tests on."""
+    seen = "" if split["foregrounds_held_out"] else ", seen in training"
+    return (
+        f"test split: {split['counts']['test']:,} samples, {len(split['test_bg'])} held-out backgrounds, "
+        f"{len(split['test_fg'])} foregrounds{seen}"
+    )
 
 
 def format_table(metrics: dict[str, float]) -> str:

@@ -6,6 +6,7 @@ For each composite ``<stem>.<ext>``, at the composite's own size, in ``out``:
     <stem>_depth.png         the depth, 8-bit gray, brighter = nearer (the training targets' scale)
     <stem>_side_by_side.png  composite | mask | depth
 
+A checkpoint trained on mask-only data (or a model without depth) writes no depth: the figure is composite | mask.
 Images are preprocessed as the checkpoint's training data were (its
 :class:`~fgbg.data.transforms.Preprocessing`: size, grayscale, normalisation), and the predictions resized
 back to each composite's size. Every input is read and checked,
@@ -67,7 +68,7 @@ def predict(
         device: ``auto`` (the GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ...
         batch_size: composites per forward pass.
 
-    Returns the written files, three per composite (see the module's docstring). Raises, before writing
+    Returns the written files, three per composite (two without depth; see the module's docstring). Raises, before writing
     anything, :class:`~fgbg.training.module.CheckpointError` (a missing or unreadable checkpoint),
     :class:`~fgbg.format.images.ImageError` (a missing or unreadable image), :class:`PredictionError` (a
     checkpoint without the training data's settings, composites whose size differs from the background's, two
@@ -89,24 +90,27 @@ def predict(
     return written
 
 
-def side_by_side(composite: Image.Image, mask: Image.Image, depth: Image.Image) -> Image.Image:
-    """``composite | mask | depth``, same-size images, ``GAP`` white pixels apart -> an RGB figure."""
-    width, height = composite.size
-    figure = Image.new("RGB", (3 * width + 2 * GAP, height), "white")
-    for i, panel in enumerate((composite, mask, depth)):
+def side_by_side(*panels: Image.Image) -> Image.Image:
+    """``composite | mask | depth`` (or any same-size images), ``GAP`` white pixels apart -> an RGB figure."""
+    width, height = panels[0].size
+    figure = Image.new("RGB", (len(panels) * (width + GAP) - GAP, height), "white")
+    for i, panel in enumerate(panels):
         figure.paste(panel.convert("RGB"), (i * (width + GAP), 0))
     return figure
 
 
 def _figures(
-    paths: list[Path], composites: tuple[Image.Image, ...], masks: np.ndarray, depths: np.ndarray
+    paths: list[Path], composites: tuple[Image.Image, ...], masks: np.ndarray, depths: np.ndarray | None
 ) -> dict[str, Image.Image]:
-    """The composites' outputs (see ``OUTPUTS``) by file name, from their 8-bit masks and depths ``(N, H, W)``."""
+    """The composites' outputs (see ``OUTPUTS``) by file name, from their 8-bit masks and depths ``(N, H, W)``
+    (``None``: no depth output)."""
     figures = {}
-    for path, composite, mask, depth in zip(paths, composites, masks, depths):
-        mask_image, depth_image = Image.fromarray(mask), Image.fromarray(depth)
-        images = (mask_image, depth_image, side_by_side(composite, mask_image, depth_image))
-        figures |= {_output_name(path.stem, kind): image for kind, image in zip(OUTPUTS, images)}
+    for i, (path, composite) in enumerate(zip(paths, composites)):
+        images = {"mask": Image.fromarray(masks[i])}
+        if depths is not None:
+            images["depth"] = Image.fromarray(depths[i])
+        images["side_by_side"] = side_by_side(composite, *images.values())
+        figures |= {_output_name(path.stem, kind): image for kind, image in images.items()}
     return figures
 
 
@@ -207,16 +211,18 @@ def _read(path: Path, preprocessing: Preprocessing) -> tuple[Image.Image, np.nda
 
 def _predict(
     module: MaskDepthModule, bg_pixels: np.ndarray, pixels: np.ndarray, size: tuple[int, int], device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Decoded pixels of the background ``(h, w[, 3])`` and of N composites ``(N, h, w[, 3])`` -> 8-bit mask
-    (0/255) and depth, ``(N, H, W)`` each, at ``size`` = ``(W, H)``, through the module's preprocessing."""
+    (0/255) and depth (None for a module without depth), ``(N, H, W)`` each, at ``size`` = ``(W, H)``, through
+    the module's preprocessing."""
     background, composite = module.preprocessing.inputs(np.broadcast_to(bg_pixels, pixels.shape), pixels)
     batch = {BACKGROUND: background.to(device), COMPOSITE: composite.to(device)}
     with torch.inference_mode():
         prediction = module.predict_step(batch, 0)
     width, height = size
-    mask, depth = (_resize(prediction[key], (height, width)) for key in (MASK, DEPTH))
-    return _to_uint8((mask > 0.5).float()), _to_uint8(depth)
+    mask = _resize(prediction[MASK], (height, width))
+    depth = _to_uint8(_resize(prediction[DEPTH], (height, width))) if DEPTH in prediction else None
+    return _to_uint8((mask > 0.5).float()), depth
 
 
 def _resize(maps: Tensor, size: tuple[int, int]) -> Tensor:

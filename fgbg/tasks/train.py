@@ -1,5 +1,8 @@
 """``train.py``'s body: build every component from the composed config, fit, test on the held-out split.
 
+A model with nothing to fit by gradients (``model=subtraction``) is calibrated on the validation split instead,
+then validated, tested and saved as a fitted one is (:mod:`fgbg.tasks.calibrated`).
+
 A run stopped by SIGTERM or Ctrl-C saves where it was and exits non-zero with the command that resumes it;
 the resumed run ends with the weights an uninterrupted one would have.
 """
@@ -21,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fgbg.errors import check_seed
 from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, override_key, save_config, with_run_config
+from fgbg.tasks.calibrated import calibrate, fitted_without_gradients, last_checkpoint
 from fgbg.training.callbacks import CleanExit, PredictionGrid, RngState, SplitFile
 from fgbg.training.module import build_module, read_checkpoint
 
@@ -59,13 +63,17 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     _record_config(cfg)
     L.seed_everything(check_seed(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg)
+    datamodule.setup("fit")  # the module needs to know whether the data has depth, and what its depth means
+    module = build_module(cfg, datamodule)
     clean_exit = CleanExit()
     always = [RngState(), SplitFile(), clean_exit]
     trainer = build_trainer(cfg, callbacks=[*instantiate_all(cfg.get("callbacks")), *always])
-    metrics, fit_seconds = _fit_and_test(cfg, trainer, module, datamodule, clean_exit)
+    if fitted_without_gradients(module.net):
+        metrics, fit_seconds = _calibrate_and_test(cfg, trainer, module, datamodule)
+    else:
+        metrics, fit_seconds = _fit_and_test(cfg, trainer, module, datamodule, clean_exit)
     if trainer.is_global_zero:
-        _write_summary(cfg, trainer, module, fit_seconds, metrics, clean_exit)
+        _write_summary(cfg, trainer, module, fit_seconds, metrics | _test_parts(datamodule), clean_exit)
     _say_where(cfg, trainer)
     if clean_exit.signal is not None:
         _say_how_to_resume(trainer, clean_exit, overrides)
@@ -99,7 +107,7 @@ def _fit_and_test(
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
-            metrics |= _logged(trainer, "test/")
+            metrics |= _logged(trainer, "test")
     except SystemExit:
         # How Lightning ends a run stopped by a signal: SIGTERMException, or sys.exit(1) after a Ctrl-C.
         if clean_exit.signal is None:
@@ -109,6 +117,23 @@ def _fit_and_test(
     finally:
         _finish_wandb(trainer)
     return metrics, time.perf_counter() - started if fit_seconds is None else fit_seconds
+
+
+def _calibrate_and_test(cfg: DictConfig, trainer: L.Trainer, module, datamodule) -> tuple[dict[str, float], float]:
+    """In place of fitting: calibrate on the clean validation loader, validate (every validation loader), test
+    when ``cfg.test``, as a fitted model is, and save ``last.ckpt``; the logged metrics and the calibration's
+    seconds. ``ckpt_path`` only gives the run's config: calibration starts afresh."""
+    try:
+        seconds = calibrate(cfg, module.net, datamodule)
+        trainer.validate(module, datamodule=datamodule)  # also attaches the module, which saving needs
+        metrics = _logged(trainer)
+        if cfg.get("test"):
+            trainer.test(module, datamodule=datamodule)
+            metrics |= _logged(trainer, "test")
+        trainer.save_checkpoint(last_checkpoint(cfg, trainer))
+    finally:
+        _finish_wandb(trainer)
+    return metrics, seconds
 
 
 def _write_summary(cfg, trainer: L.Trainer, module, fit_seconds: float, metrics: dict, clean_exit: CleanExit) -> None:
@@ -124,6 +149,14 @@ def _write_summary(cfg, trainer: L.Trainer, module, fit_seconds: float, metrics:
     if clean_exit.signal is not None:
         summary[Summary.INTERRUPTED] = clean_exit.signal.name
     (Path(cfg.paths.output_dir) / METRICS_FILE).write_text(json.dumps(summary, indent=1))
+
+
+def _test_parts(datamodule) -> dict[str, str]:
+    """:attr:`Summary.TEST_PARTS`: ``"<backgrounds> / <foregrounds>"`` of the test split (``seen`` marks foregrounds
+    also trained on, when the selection had too few to hold any out)."""
+    split = datamodule.split_description
+    seen = "" if split["foregrounds_held_out"] else " (seen)"
+    return {Summary.TEST_PARTS: f"{len(split['test_bg'])} / {len(split['test_fg'])}{seen}"}
 
 
 def _logged(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:

@@ -14,18 +14,24 @@ from fgbg.run_dirs import METRICS_FILE, Summary
 
 log = logging.getLogger(__name__)
 
-# (column title, key in a job's metrics.json, format)
+# (column title, key in a job's metrics.json, format): "clean" is the test split as it is, "perturbed" the same
+# samples with seeded plate perturbations (fgbg.data.perturb), the same in every run.
 COLUMNS = (
     ("model", Summary.MODEL, "{}"),
     ("parameters", Summary.PARAMETERS, "{:,}"),
     ("train time (s)", Summary.FIT_SECONDS, "{:.0f}"),
     ("steps", Summary.STEPS, "{:,}"),
     ("train images/s", "perf/samples_per_s", "{:.1f}"),
-    ("mask IoU", "test/mask_iou", "{:.3f}"),
-    ("mask Dice", "test/mask_dice", "{:.3f}"),
-    ("depth RMSE", "test/depth_rmse", "{:.4f}"),
-    ("depth abs rel", "test/depth_abs_rel", "{:.3f}"),
+    ("test bg / fg", Summary.TEST_PARTS, "{}"),
+    ("mask IoU clean", "test/mask_iou", "{:.3f}"),
+    ("mask IoU perturbed", "test_perturbed/mask_iou", "{:.3f}"),
+    ("per-image IoU clean", "test/mask_iou_per_image", "{:.3f}"),
+    ("per-image IoU perturbed", "test_perturbed/mask_iou_per_image", "{:.3f}"),
+    ("boundary IoU clean", "test/mask_boundary_iou", "{:.3f}"),
+    ("boundary IoU perturbed", "test_perturbed/mask_boundary_iou", "{:.3f}"),
     ("depth delta1", "test/depth_delta1", "{:.3f}"),
+    ("depth abs rel", "test/depth_abs_rel", "{:.3f}"),
+    ("depth RMSE (m)", "test/depth_rmse_m", "{:.3f}"),
     ("depth SSIM", "test/depth_ssim", "{:.3f}"),
 )
 

@@ -20,9 +20,28 @@ SMALL = Settings(n_bg=12, n_fg=12, placements=2, seed=0, jpeg_quality=90)
 JPEG_TOLERANCE = 3  # grey levels
 
 
-def make_dataset(out_dir: Path, settings: Settings = SMALL, **kwargs) -> list[Path]:
-    """The sample scenes' zips for ``settings`` in ``out_dir``, with exact depth; the paths written."""
-    return generate(SampleScenes(settings.seed), SceneDepth(), out_dir, settings, show_progress=False, **kwargs)
+def make_dataset(out_dir: Path, settings: Settings = SMALL, depth: bool = True, **kwargs) -> list[Path]:
+    """The sample scenes' zips for ``settings`` in ``out_dir``, with exact depth (``depth`` False: none, as
+    ``generate.py depth=none`` makes them); the paths written."""
+    labeller = SceneDepth() if depth else None
+    return generate(SampleScenes(settings.seed), labeller, out_dir, settings, show_progress=False, **kwargs)
+
+
+def make_mask_only_dataset(out_dir: Path, settings: Settings = SMALL, **kwargs) -> list[Path]:
+    """:func:`make_dataset` without depth maps: mask-only data (its two zips for SMALL, the strategies' 40k
+    and those of tests/test_index.py apply), e.g. for a session fixture: ``make_mask_only_dataset(out, workers=1)``."""
+    return make_dataset(out_dir, settings, depth=False, **kwargs)
+
+
+def copy_zip(src: Path, dst: Path, drop=(), add=()) -> Path:
+    """``src`` copied to ``dst`` without the members named in ``drop``, with ``add``'s ``(name, bytes)``; ``dst``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            if info.filename not in drop:
+                zout.writestr(info, zin.read(info))
+        for name, data in add:
+            zout.writestr(name, data)
+    return dst
 
 
 def flip_a_byte_inside(path: Path, member: str) -> None:

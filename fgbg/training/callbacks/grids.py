@@ -20,7 +20,8 @@ from torchvision.utils import make_grid
 
 from fgbg.data.batch import COMPOSITE, DEPTH, MASK
 
-GRID_COLUMNS = ("composite", "mask", "pred mask", "depth", "pred depth")
+GRID_COLUMNS = ("composite", "mask", "pred mask", "depth", "pred depth")  # the depth ones when depth is predicted
+MASK_COLUMNS = 3
 # Tiles are enlarged (nearest neighbour, by a whole factor) to at least this side, so that small
 # training images stay visible and the column titles fit.
 MIN_TILE = 64
@@ -29,7 +30,7 @@ HEADER = 14
 
 
 def prediction_grid(batch: dict[str, Tensor], prediction: dict[str, Tensor]) -> Image.Image:
-    """One row per sample, columns ``GRID_COLUMNS``, titled on top.
+    """One row per sample, columns ``GRID_COLUMNS`` (the first ``MASK_COLUMNS`` without a predicted depth), titled on top.
 
     Args:
         batch: ``composite`` ``(N, 3, S, S)``, ``mask`` and ``depth`` ``(N, 1, S, S)`` (the batch contract).
@@ -38,24 +39,27 @@ def prediction_grid(batch: dict[str, Tensor], prediction: dict[str, Tensor]) -> 
 
     The composite is stretched to its own [min, max] (inputs may be normalised); masks and depths are
     shown as they are, black 0 to white 1, so true and predicted values compare directly.
-    Returns an RGB image ``HEADER + N * (T + PADDING) + PADDING`` high and ``5 * (T + PADDING) + PADDING``
-    wide, ``T`` the tile side (``S`` enlarged to at least ``MIN_TILE``).
+    Returns an RGB image ``HEADER + N * (T + PADDING) + PADDING`` high and ``n * (T + PADDING) + PADDING``
+    wide (``n`` columns), ``T`` the tile side (``S`` enlarged to at least ``MIN_TILE``).
     """
     composite = batch[COMPOSITE].float()
     low = composite.amin(dim=(1, 2, 3), keepdim=True)
     high = composite.amax(dim=(1, 2, 3), keepdim=True)
     composite = (composite - low) / (high - low).clamp(min=1e-8)
-    columns = [composite, batch[MASK], prediction[MASK], batch[DEPTH], prediction[DEPTH]]
+    columns = [composite, batch[MASK], prediction[MASK]]
+    if DEPTH in prediction:
+        columns += [batch[DEPTH], prediction[DEPTH]]
+    titles = GRID_COLUMNS[: len(columns)]
     tiles = torch.stack([c.float().cpu().expand(-1, 3, -1, -1) for c in columns], dim=1).flatten(0, 1)
     scale = math.ceil(MIN_TILE / tiles.shape[-1])
     if scale > 1:
         tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
-    grid = make_grid(tiles.clamp(0, 1), nrow=len(GRID_COLUMNS), padding=PADDING, pad_value=1.0)
+    grid = make_grid(tiles.clamp(0, 1), nrow=len(titles), padding=PADDING, pad_value=1.0)
     pixels = grid.mul(255).round().byte().permute(1, 2, 0).numpy()
     image = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + HEADER), "white")
     image.paste(Image.fromarray(pixels), (0, HEADER))
     draw, step = ImageDraw.Draw(image), tiles.shape[-1] + PADDING
-    for i, title in enumerate(GRID_COLUMNS):
+    for i, title in enumerate(titles):
         draw.text((PADDING + i * step + 2, 1), title, fill="black")
     return image
 
@@ -94,7 +98,8 @@ class PredictionGrid(L.Callback):
         path = self.dirpath / f"epoch_{trainer.current_epoch:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
-        caption = f"epoch {trainer.current_epoch}: " + " | ".join(GRID_COLUMNS)
+        columns = GRID_COLUMNS if pl_module.with_depth else GRID_COLUMNS[:MASK_COLUMNS]
+        caption = f"epoch {trainer.current_epoch}: " + " | ".join(columns)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image("val/predictions", [image], step=trainer.global_step, caption=[caption])
