@@ -10,7 +10,14 @@ plain ``mkdir`` (which only one process can win) and, when that name is taken, `
 It is cached (``use_cache``): one config resolves it once, and Hydra copies that cache into every job of a
 sweep, so the jobs share their sweep folder. ``${fgbg.cwd:}`` is the working directory (``paths.root_dir``).
 
-Importing this module registers both resolvers (the entry points import it through :mod:`fgbg.cli`, before
+Hydra makes the run folder, and writes ``.hydra/`` and the job's log there, before the task starts: a run stopped
+by an error found before it wrote anything removes it (:func:`discard_run_dir`), so that no empty run is left.
+
+More resolvers serve the configs: ``${fgbg.first_existing:<a>,<b>,...}`` (the default ``data.data_dir``:
+the full sample dataset when ``make generate`` made it, else ``make sample``'s); ``${fgbg.options:<group>}`` and
+``${fgbg.now:<key>}`` (a group's options, a key's value) write the ``--help`` texts of ``conf/hydra/help/``.
+
+Importing this module registers the resolvers (the entry points import it through :mod:`fgbg.cli`, before
 Hydra composes).
 """
 
@@ -19,11 +26,13 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fgbg.upgrade import upgraded_run_config
@@ -47,7 +56,7 @@ class Summary(StrEnum):
     FIT_SECONDS = "fit_seconds"
     STEPS = "steps"
     EPOCHS = "epochs"
-    TEST_PARTS = "held_out"  # "<backgrounds> / <foregrounds>" the test split holds, none of them trained on
+    TEST_PARTS = "held_out"  # what the test split holds: fgbg.data.index.held_out_parts
     INTERRUPTED = "interrupted"  # the signal's name, only in a run stopped by one
 
 
@@ -64,6 +73,63 @@ def new_run_dir(base: str | Path) -> str:
         except FileExistsError:
             n += 1
             folder = base / f"{stamp}-{n}"
+
+
+def discard_run_dir(folder: str | Path | None) -> bool:
+    """Remove ``folder`` if it holds only what Hydra writes before the task starts (``.hydra/``, the job's
+    ``.log``); whether it did. For a run stopped before it did anything: a folder with any file of the task's
+    own (a config, a checkpoint) is kept."""
+    folder = Path(folder) if folder else None
+    if folder is None or not folder.is_dir():
+        return False
+    for entry in folder.iterdir():
+        hydra_files = entry.name == ".hydra" and entry.is_dir() and all(f.suffix == ".yaml" for f in entry.iterdir())
+        if not (hydra_files or (entry.suffix == ".log" and entry.is_file())):
+            return False
+    shutil.rmtree(folder)
+    return True
+
+
+def this_run_dir() -> str | None:
+    """This Hydra job's run folder (``hydra.runtime.output_dir``); None outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None, throw_on_missing=False)
+
+
+def first_existing(*folders: str) -> str:
+    """The first of ``folders`` that exists, logged (the choice is made for the user), else the first, whose
+    absence a later check reports."""
+    chosen = next((folder for folder in folders if Path(folder).is_dir()), None)
+    if chosen is None:
+        return folders[0]
+    log.info("using %s: the first of %s that exists", chosen, ", ".join(folders))
+    return chosen
+
+
+def group_options(group: str, _root_=None) -> str:
+    """``a, b*, c``: the options of config ``group`` (Hydra's search path: ``conf/<group>/`` and Hydra's own),
+    ``*`` marking this config's choice (``hydra.runtime.choices``); for the help texts, composed under Hydra."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    options = GlobalHydra.instance().config_loader().get_group_options(group)
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None) if _root_ is not None else None
+    chosen = choices.get(group) if choices is not None else None
+    return ", ".join(f"{option}*" if option == chosen else option for option in options)
+
+
+def current_value(key: str, _root_=None) -> str:
+    """The value of ``key`` in this config as YAML writes it (``true``, ``null``, ``4k``), for the help texts;
+    ``KeyError`` for a key the config lacks, so that a help text cannot name one."""
+    missing = object()
+    value = OmegaConf.select(_root_, key, default=missing)
+    if value is missing:
+        raise KeyError(f"{key}: not a key of this config")
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    return yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]  # [<value>] on one line
 
 
 def run_of(ckpt_path: str | Path) -> Path:
@@ -130,3 +196,10 @@ if not OmegaConf.has_resolver(RESOLVER):
     OmegaConf.register_new_resolver(RESOLVER, new_run_dir, use_cache=True)
 if not OmegaConf.has_resolver("fgbg.cwd"):
     OmegaConf.register_new_resolver("fgbg.cwd", os.getcwd)
+if not OmegaConf.has_resolver("fgbg.first_existing"):
+    # Cached: one config resolves (and logs) its choice once.
+    OmegaConf.register_new_resolver("fgbg.first_existing", first_existing, use_cache=True)
+if not OmegaConf.has_resolver("fgbg.options"):
+    OmegaConf.register_new_resolver("fgbg.options", group_options)
+if not OmegaConf.has_resolver("fgbg.now"):
+    OmegaConf.register_new_resolver("fgbg.now", current_value)

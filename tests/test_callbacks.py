@@ -13,8 +13,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from fgbg.data.batch import DEPTH, MASK
-from fgbg.training.callbacks import PredictionGrid, RngState, SplitFile, Timings, prediction_grid
+from fgbg.training.callbacks import FlatDepthWarning, PredictionGrid, RngState, SplitFile, Timings, prediction_grid
 from fgbg.training.callbacks.grids import GRID_COLUMNS, HEADER, MIN_TILE, PADDING
+from fgbg.training.metrics import MaskDepthMetrics
 from fgbg.training.module import MONITORED, build_module
 from tests.helpers.configs import compose_config, module_config
 from tests.helpers.data import fake_batch, fake_loader
@@ -121,6 +122,18 @@ def test_rng_state_resumes_the_random_streams_from_a_weights_only_checkpoint(tmp
     assert torch.equal(torch_draw, expected[0]) and np.array_equal(numpy_draw, expected[1]) and python_draw == expected[2]
     restored.on_train_start(None, None)  # restored once: the next start of training draws on
     assert not torch.equal(torch.rand(3), expected[0])
+
+
+@pytest.mark.parametrize("spread, warned", [(1e-5, True), (0.05, False), (None, False)])
+def test_a_flat_depth_prediction_is_warned_about(spread, warned, caplog):
+    metrics = {} if spread is None else {"val/depth_spread": torch.tensor(spread)}  # None: mask-only data
+    trainer = SimpleNamespace(callback_metrics=metrics, sanity_checking=False, current_epoch=3)
+    FlatDepthWarning(monitor="val/depth_spread", min_spread=1e-3).on_validation_end(trainer, None)
+    assert ("epoch 3: val/depth_spread = 1e-05 < 0.001, the depth prediction is flat" in caplog.text) == warned
+
+
+def test_the_flat_depth_warning_watches_a_logged_metric():
+    assert compose_config("train").callbacks.flat_depth.monitor in MaskDepthMetrics("val/").depth.keys()
 
 
 def test_checkpoints_rank_by_what_the_module_logs():

@@ -1,4 +1,5 @@
-"""Mask-only data (zips made with depth=none) at the data level: indexed, selected, read and cached without depth."""
+"""Mask-only data (zips made with depth=none): indexed, selected, read and cached without depth; trained, evaluated
+and predicted with the mask alone."""
 
 import json
 import shutil
@@ -11,9 +12,13 @@ from fgbg.data import cache
 from fgbg.data.batch import DEPTH, INPUTS, MASK
 from fgbg.data.dataset import ZipSampleDataset
 from fgbg.data.index import DatasetError, index_zip, sample_id, select
+from fgbg.format.names import BG, FG_BG, MANIFEST, SampleId, composite_member, source_member
 from fgbg.format.names import DEPTH as DEPTH_MEMBERS
-from fgbg.format.names import FG_BG, MANIFEST, SampleId, composite_member
-from tests.helpers.configs import datamodule
+from fgbg.run_dirs import METRICS_FILE
+from fgbg.tasks.evaluate import evaluate
+from fgbg.tasks.predict import predict
+from fgbg.tasks.train import train
+from tests.helpers.configs import compose_config, datamodule, train_config
 from tests.helpers.data import copy_zip, make_mask_only_dataset
 
 ALL = {"all": {"batches": [1, 2], "n_bg": None}}
@@ -103,3 +108,26 @@ def test_a_zip_with_depth_for_some_composites_only_names_the_first_without(mask_
     composite, depth = (composite_member(category, first_without) for category in (FG_BG, DEPTH_MEMBERS))
     with pytest.raises(DatasetError, match=f"'{composite}' has no partner '{depth}'"):
         index_zip(path)
+
+
+def test_mask_only_data_trains_evaluates_and_predicts_the_mask_alone(data_dir, tmp_path):
+    run = tmp_path / "run"
+    steps = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+    metrics = train(train_config(data_dir, run, "model=unet", *steps))
+    summary = json.loads((run / METRICS_FILE).read_text())
+    assert "test/mask_iou" in summary and "test_perturbed/mask_iou" in summary and "train/loss" in summary
+    assert not [key for key in {**summary, **metrics} if "depth" in key]  # no depth loss, no depth metrics
+
+    ckpt = run / "checkpoints" / "last.ckpt"
+    given = [f"ckpt_path={ckpt}", f"paths.output_dir={tmp_path / 'eval'}", "trainer.accelerator=cpu"]
+    scores = evaluate(compose_config("eval", given), overrides=given)
+    assert scores["test/mask_iou"] == pytest.approx(summary["test/mask_iou"])
+    assert not [key for key in scores if "depth" in key]
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    with zipfile.ZipFile(data_dir / ZIPS[0]) as zf:
+        (inputs / "bg.jpg").write_bytes(zf.read(source_member(BG, 1)))
+        (inputs / "a.jpg").write_bytes(zf.read(composite_member(FG_BG, SampleId(1, 1, 0, 1))))
+    written = predict(ckpt, inputs / "bg.jpg", inputs / "a.jpg", tmp_path / "out")
+    assert sorted(path.name for path in written) == ["a_mask.png", "a_side_by_side.png"]  # no depth file

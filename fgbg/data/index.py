@@ -38,6 +38,7 @@ from fgbg.format.names import (
     DEPTH,
     FG,
     FG_BG,
+    FG_PER_ZIP,
     MANIFEST,
     MASK,
     BadNameError,
@@ -194,6 +195,8 @@ def select(data_dir: Path, strategy: str, strategies: dict) -> Selection:
         check_foregrounds(batch, found.path, found.fg_ids, found.samples)
         contents[batch] = replace(found, samples=_first_backgrounds(found, spec.get("n_bg"), strategy))
         contents[batch].samples["batch"] = batch
+        if batch not in held_out:
+            _warn_of_fewer_foregrounds(contents[batch], strategy)
     # Before the manifests' check, which would name the depth setting only.
     _check_all_or_no_depth(strategy, list(contents.values()))
     same = SameDataset()
@@ -244,6 +247,18 @@ def _first_backgrounds(contents: ZipContents, n_bg: int | None, strategy: str) -
             f"strategy {strategy!r} needs {n_bg} backgrounds in {contents.path}, which holds {len(bg_ids)}"
         )
     return contents.samples[np.isin(contents.samples["bg"], bg_ids[:n_bg])]
+
+
+def _warn_of_fewer_foregrounds(contents: ZipContents, strategy: str) -> None:
+    """Warn, with the numbers, when a zip the strategy trains on holds fewer foregrounds than a full zip
+    (``FG_PER_ZIP``): the strategy then gives fewer samples than its name says (a user's dataset of 6 foregrounds)."""
+    n_fg = len(np.unique(contents.samples["fg"]))
+    if 0 < n_fg < FG_PER_ZIP:
+        full = round(len(contents.samples) / n_fg * FG_PER_ZIP)
+        log.warning(
+            f"strategy {strategy!r}: {contents.path} holds {n_fg} foregrounds, not the {FG_PER_ZIP} of a full zip: "
+            f"using those {n_fg} ({len(contents.samples):,} samples from it, not {full:,})"
+        )
 
 
 def _hold_out(ids: list[int], fractions: tuple[float, float], rng: np.random.Generator) -> tuple[list, list, list]:
@@ -329,3 +344,10 @@ def _check_not_empty(parts: dict[str, np.ndarray], samples: np.ndarray, held_out
             f"{', '.join(f'{key}={value}' for key, value in held_out.items())}; use a larger data.strategy or "
             "dataset, or smaller data.split fractions"
         )
+
+
+def held_out_parts(description: dict) -> str:
+    """``"<backgrounds> bg / <foregrounds> fg"`` the test part of a :func:`split` ``description`` holds, ``seen``
+    marking foregrounds also trained on (a selection with too few to hold any out)."""
+    seen = "" if description["foregrounds_held_out"] else " (seen in training)"
+    return f"{len(description['test_bg'])} bg / {len(description['test_fg'])} fg{seen}"

@@ -11,7 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fgbg.data.index import DatasetError
+from fgbg.data.index import DatasetError, held_out_parts
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import check_seed
 from fgbg.run_dirs import METRICS_FILE, SPLIT_FILE, command_line_overrides, run_of, with_run_config
@@ -57,7 +57,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     out = Path(cfg.paths.output_dir) / METRICS_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    log.info("%s\n%s\n%s\nwritten to %s", cfg.ckpt_path, held_out_counts(split), format_table(metrics), out)
+    counts = f"test split: {split['counts']['test']:,} samples, {held_out_parts(split)}"
+    log.info("%s\n%s\n%s\nwritten to %s", cfg.ckpt_path, counts, format_table(metrics), out)
     return metrics
 
 
@@ -88,15 +89,6 @@ def _warn_if_preprocessed_otherwise(trained: Preprocessing | None, now: Preproce
     differ = trained.differences(now) if trained else {}
     if differ:
         log.warning("data settings differ from the checkpoint's training (trained, now): %s", differ)
-
-
-def held_out_counts(split: dict) -> str:
-    """One line: how many samples, backgrounds and foregrounds ``split`` (a ``split_description``) tests on."""
-    seen = "" if split["foregrounds_held_out"] else ", seen in training"
-    return (
-        f"test split: {split['counts']['test']:,} samples, {len(split['test_bg'])} held-out backgrounds, "
-        f"{len(split['test_fg'])} foregrounds{seen}"
-    )
 
 
 def format_table(metrics: dict[str, float]) -> str:

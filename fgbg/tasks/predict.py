@@ -90,6 +90,32 @@ def predict(
     return written
 
 
+def load_predictor(ckpt_path: str | Path) -> MaskDepthModule:
+    """:func:`~fgbg.training.module.load_module`, refused (:class:`PredictionError`) when the checkpoint does not
+    record its training preprocessing, which preparing inputs needs."""
+    module = load_module(Path(ckpt_path))
+    _preprocessing(module, Path(ckpt_path))
+    return module
+
+
+def predict_pair(
+    module: MaskDepthModule, background: Image.Image, composite: Image.Image
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One background and composite of the same size -> 8-bit mask (0/255) and depth (None without depth),
+    ``(H, W)`` each at the composite's size, as :func:`predict` makes them (images encoded as JPEG first).
+
+    ``module``: from :func:`load_predictor`, in eval mode, on the device to predict on.
+    """
+    if background.size != composite.size:
+        raise PredictionError(
+            f"the composite is {_size(composite)} but the background is {_size(background)}: "
+            "a composite and its background must have the same size"
+        )
+    bg_pixels, pixels = (_pixels(image, module.preprocessing) for image in (background, composite))
+    masks, depths = _predict(module, bg_pixels, pixels[None], composite.size, module.device)
+    return masks[0], None if depths is None else depths[0]
+
+
 def side_by_side(*panels: Image.Image) -> Image.Image:
     """``composite | mask | depth`` (or any same-size images), ``GAP`` white pixels apart -> an RGB figure."""
     width, height = panels[0].size
@@ -199,12 +225,19 @@ def _read(path: Path, preprocessing: Preprocessing) -> tuple[Image.Image, np.nda
     the uint8 pixels training's decoder makes of it (``preprocessing.image``)."""
     image = read_image(path)
     # JPEGs go to training's decoder as they are; other images are encoded as JPEG first (REENCODE_QUALITY).
-    if image.format == "JPEG" and image.mode in ("L", "RGB"):
-        data = path.read_bytes()
-    else:
+    data = path.read_bytes() if image.format == "JPEG" and image.mode in ("L", "RGB") else None
+    return image, _pixels(image, preprocessing, data, str(path))
+
+
+def _pixels(
+    image: Image.Image, preprocessing: Preprocessing, data: bytes | None = None, name: str | None = None
+) -> np.ndarray:
+    """The uint8 pixels training's decoder makes of ``image``: of its JPEG bytes ``data``, or (None) of it encoded as
+    JPEG at ``REENCODE_QUALITY``. ``name`` labels a decoding error."""
+    if data is None:
         data = encode_jpeg(np.asarray(image.convert("RGB")), REENCODE_QUALITY)
     try:
-        return image, preprocessing.image(data, str(path))
+        return preprocessing.image(data, name)
     except ValueError as error:  # the JPEG decoder's message names the file
         raise PredictionError(str(error)) from error
 
