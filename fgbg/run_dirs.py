@@ -56,6 +56,7 @@ class Summary(StrEnum):
     FIT_SECONDS = "fit_seconds"
     STEPS = "steps"
     EPOCHS = "epochs"
+    TAGS = "tags"  # the run's ``tags`` (conf/train.yaml), as wandb gets them
     TEST_PARTS = "held_out"  # what the test split holds: fgbg.data.index.held_out_parts
     INTERRUPTED = "interrupted"  # the signal's name, only in a run stopped by one
 

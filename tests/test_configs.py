@@ -15,7 +15,7 @@ import fgbg.run_dirs  # noqa: F401  (registers ${fgbg.cwd:} and ${fgbg.run_dir:.
 from tests.helpers.configs import compose_config
 from tests.helpers.paths import CONF_DIR
 
-ENTRY_POINTS = ("train", "eval", "generate", "predict")
+ENTRY_POINTS = ("train", "eval", "generate", "predict", "export", "demo")
 
 
 def _group_defaults(config: Path) -> Iterator[str]:
@@ -107,8 +107,9 @@ def _build(item: dict):
 def test_each_option_composes_and_its_components_build(name, override, tmp_path):
     cfg = _compose(name, override, tmp_path / "run")
     run_dir = Path(cfg.hydra.run.dir)
-    assert run_dir.parent == tmp_path / "outputs" / name and run_dir.is_dir()  # conf/hydra/default.yaml
-    assert Path(cfg.hydra.sweep.dir).parent == tmp_path / "multirun" / name and cfg.hydra.job.chdir is False
+    # conf/hydra/default.yaml: folders named after the task (debug= presets set their own, as the template's do)
+    assert run_dir.parent == tmp_path / "outputs" / cfg.task_name and run_dir.is_dir()
+    assert Path(cfg.hydra.sweep.dir).parent == tmp_path / "multirun" / cfg.task_name and cfg.hydra.job.chdir is False
     if "paths" in cfg:
         assert cfg.paths.root_dir == str(tmp_path) and cfg.paths.data_dir == str(tmp_path / "data")
     for path, item in _items(cfg):

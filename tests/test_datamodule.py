@@ -51,7 +51,7 @@ def test_sample_matches_the_zip_images(small_dataset):
 
 def test_normalisation_uses_the_category_stats(small_dataset):
     plain = datamodule_from_config(small_dataset)
-    normed = datamodule_from_config(small_dataset, "data.normalize=true")
+    normed = datamodule_from_config(small_dataset, "data.normalize=true", "data/stats=document")
     plain.setup(), normed.setup()
     a, b = plain.parts["train"][0], normed.parts["train"][0]
     assert torch.allclose(b[BACKGROUND], (a[BACKGROUND] - 0.739088) / 0.265235, atol=1e-5)

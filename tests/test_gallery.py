@@ -5,8 +5,9 @@ from PIL import Image
 
 from fgbg.format.names import BG_SIZE, CATEGORIES, FG, FG_BG, FG_SIZE, MASK, MASK_BLACK, parse_member
 from fgbg.format.zips import batch_zips
-from fgbg.tools.gallery import CAPTION, PADDING, TITLE, gallery, pick
+from fgbg.tools.gallery import CAPTION, PADDING, TITLE, gallery, main, pick
 from fgbg.tools.stats import decode, members
+from tests.helpers.paths import ROOT
 
 
 def _candidates(data_dir, category):
@@ -43,3 +44,16 @@ def test_draws_are_seeded_and_match_across_a_composites_categories(small_dataset
     composites = _candidates(small_dataset, FG_BG)
     assert pick(composites, 6, seed=1) == pick(composites, 6, seed=1) != pick(composites, 6, seed=2)
     assert _ids(pick(composites, 6)) == _ids(pick(_candidates(small_dataset, MASK_BLACK), 6))
+
+
+def test_the_command_writes_a_new_run_folder_unless_told_where(small_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FGBG_ROOT", str(tmp_path))
+    docs = sorted(ROOT.glob("docs/gallery/*.png"))
+    before = [p.stat().st_mtime_ns for p in docs]
+    main([str(small_dataset), "--n", "1"])
+    [run] = (tmp_path / "outputs" / "gallery").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == sorted(f"{c}.png" for c in CATEGORIES)
+    assert capsys.readouterr().out.splitlines()[0].startswith(str(run))
+    assert [p.stat().st_mtime_ns for p in docs] == before  # the README's tracked galleries are left alone
+    main([str(small_dataset), "--n", "1", "--out", str(tmp_path / "mine")])
+    assert len(list((tmp_path / "mine").glob("*.png"))) == len(CATEGORIES)

@@ -6,15 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 from PIL import Image
 
+import fgbg.run_dirs  # noqa: F401  (registers ${fgbg.cwd:}, which paths.data_dir reads, as the entry points do)
 from fgbg.build.batch_zip import Settings
 from fgbg.build.generation import generate
 from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.sources import ImageFolders, SampleScenes, SourceError
 from fgbg.errors import ConfigError, FgbgError
 from fgbg.format.images import ImageError
+from fgbg.format.manifest import read_manifest
 from fgbg.format.names import BG, source_member
 from tests.helpers.configs import compose_config
 from tests.helpers.data import JPEG_TOLERANCE, grey_levels
@@ -228,3 +231,60 @@ def test_conf_source_states_the_code_defaults(tmp_path):
     folders = compose_config("generate", ["source=folders", f"source.bg_dir={tmp_path}", f"source.fg_dir={tmp_path}"])
     assert vars(instantiate(folders.source)) == vars(ImageFolders(str(tmp_path), str(tmp_path)))
     assert vars(instantiate(compose_config("generate").source)) == vars(SampleScenes())
+
+
+def _generate_folders(bg_dir, fg_dir, *overrides):
+    """``python generate.py source=folders ...`` in-process (depth=none, one placement); its config."""
+    from fgbg.tasks.generate import generate_task
+
+    cfg = compose_config("generate", [
+        "source=folders", f"source.bg_dir={bg_dir}", f"source.fg_dir={fg_dir}", "depth=none", "placements=1",
+        "progress=false", *overrides,
+    ])
+    generate_task(cfg)
+    return cfg
+
+
+def test_counts_and_output_folder_come_from_the_folders(folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("FGBG_ROOT", str(tmp_path / "project"))
+    cfg = _generate_folders(folders / "bg", folders / "fg")
+    out = tmp_path / "project" / "data" / folders.name  # named after bg_dir's parent
+    assert (cfg.n_bg, cfg.n_fg, cfg.out_dir) == (3, 2, str(out))
+    settings = read_manifest(out / "batch1_images.zip")["settings"]
+    assert (settings["n_bg"], settings["n_fg"]) == (3, 2)
+    with pytest.raises(SourceError, match=r"holds 3 images .*, the config asks for 4 \(n_bg\)"):
+        _generate_folders(folders / "bg", folders / "fg", "n_bg=4")  # a number given must still match
+
+
+def test_the_sample_source_keeps_its_counts_and_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGBG_ROOT", str(tmp_path))
+    cfg = compose_config("generate")
+    assert (cfg.n_bg, cfg.n_fg, cfg.out_dir) == (100, 100, str(tmp_path / "data" / "sample"))
+    with pytest.raises(ConfigError, match="n_bg=null: the sample scenes are made, not found"):
+        SampleScenes().counts(None, 5)
+    from fgbg.tasks.generate import generate_task
+
+    with pytest.raises(ConfigError, match="out_dir=null: only source=folders names its own output folder"):
+        generate_task(compose_config("generate", ["out_dir=null"]))
+
+
+@pytest.mark.parametrize(
+    "parent, name",
+    [("kitchen", "kitchen"), ("my photos,a=b'c", "my_photos_a_b_c"), ("sample", "folders_sample"),
+     ("sample_small", "folders_sample_small")],
+)
+def test_the_output_folder_is_never_a_sample_dataset_s_and_needs_no_quoting(tmp_path, parent, name):
+    assert ImageFolders(tmp_path / parent / "bg", tmp_path / "fg").dataset_name == name
+    assert ImageFolders("/bg", "/fg").dataset_name == "folders"
+
+
+def test_a_path_with_hydra_s_special_characters_works_quoted(folders, tmp_path, monkeypatch):
+    # What the README tells a shell user to type: 'source.bg_dir="/my photos/a,b"'.
+    odd = tmp_path / "my photos" / "a,b=c'd"
+    odd.mkdir(parents=True)
+    (folders / "bg").rename(odd / "bg")
+    out = tmp_path / "out, too"
+    cfg = _generate_folders(f'"{odd / "bg"}"', f'"{folders / "fg"}"', f'out_dir="{out}"')
+    assert cfg.source.bg_dir == str(odd / "bg") and (out / "batch1_images.zip").exists()
+    with pytest.raises(HydraException, match="mismatched input '='"):  # unquoted, = (and , ') are Hydra's syntax
+        compose_config("generate", ["source=folders", f"source.bg_dir={odd / 'bg'}"])

@@ -21,8 +21,6 @@ from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
 
-from tqdm import tqdm
-
 from fgbg.build.batch_zip import Job, Settings, write_batch
 from fgbg.build.label import label_locked_zips
 from fgbg.build.scene_depth import SceneDepth
@@ -34,6 +32,7 @@ from fgbg.format.manifest import as_json, damaged_member, finished_zip
 from fgbg.format.names import n_batches, zip_name
 from fgbg.format.zips import ArchiveError
 from fgbg.processes import die_with_parent
+from fgbg.progress import Progress, progress
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +129,15 @@ def _pending(batches: list[int], out_dir: Path, settings_record: dict, overwrite
 def _write_batches(todo: list[int], job: Job, workers: int | None, show_progress: bool, wanted: int) -> list[Path]:
     """Write the zips of ``todo``, one process each on up to ``workers`` processes; return their paths."""
     total = sum(job.settings.composites_per_batch(b) for b in todo)
-    with tqdm(total=total, unit="composite", disable=not show_progress, smoothing=0.1) as bar:
-        bar.set_description(f"{len(todo)} of {wanted} zips to write")
+    desc = f"{len(todo)} of {wanted} zips to write"
+    with progress(total=total, desc=desc, unit="composite", enabled=show_progress) as bar:
         processes = max(1, min(workers or os.cpu_count() or 1, len(todo)))
         if processes == 1:
             return [write_batch(b, job, bar.update) for b in todo]
         return _write_in_pool(todo, job, processes, bar)
 
 
-def _write_in_pool(todo: list[int], job: Job, processes: int, bar: tqdm) -> list[Path]:
+def _write_in_pool(todo: list[int], job: Job, processes: int, bar: Progress) -> list[Path]:
     """:func:`_write_batches` on ``processes`` worker processes, which report their progress through a queue."""
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     progress_queue = context.Queue()

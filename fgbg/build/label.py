@@ -26,7 +26,6 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import simplejpeg
 import torch
-from tqdm import tqdm
 
 from fgbg.build.teacher import Teacher
 from fgbg.errors import check_int
@@ -45,6 +44,7 @@ from fgbg.format.names import (
 )
 from fgbg.format.writer import BatchWriter, atomic_zip, encode_jpeg
 from fgbg.format.zips import ArchiveError
+from fgbg.progress import progress
 
 
 def label_zips(
@@ -82,13 +82,9 @@ def label_locked_zips(
     teacher.load()
     record = as_json(teacher.describe())  # as a manifest gives it back
     todo = [(path, n) for path, found, n in map(survey, paths) if overwrite or found != record]
-    bar = tqdm(
-        total=sum(n for _, n in todo), unit="image", desc=f"labelling {len(todo)} of {len(paths)} zips",
-        disable=not show_progress, smoothing=0.1,
-    )
-    written = [label_zip(path, teacher, quality, workers, bar.update) for path, _ in todo]
-    bar.close()
-    return written
+    desc = f"labelling {len(todo)} of {len(paths)} zips"
+    with progress(total=sum(n for _, n in todo), desc=desc, unit="image", enabled=show_progress) as bar:
+        return [label_zip(path, teacher, quality, workers, bar.update) for path, _ in todo]
 
 
 def label_zip(

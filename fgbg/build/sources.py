@@ -1,6 +1,7 @@
 """Where backgrounds and foregrounds come from: the built-in sample scenes or a user's folders.
 
-A source's ``load(n_bg, n_fg)`` returns :class:`Scenes`, validated in full before anything is written.
+A source's ``counts(n_bg, n_fg)`` gives the numbers of images a run uses (a user's folders decide theirs) and
+``load(n_bg, n_fg)`` returns :class:`Scenes`, validated in full before anything is written.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from fgbg.build import scenes
-from fgbg.errors import FgbgError, check_choice
+from fgbg.errors import ConfigError, FgbgError, check_choice
 from fgbg.format.images import read_image
 from fgbg.format.names import BG_SIZE, FG_SIZE
 
@@ -55,6 +56,13 @@ class SampleScenes:
 
     def __init__(self, seed: int = 0):
         self.seed = seed
+
+    def counts(self, n_bg: int | None, n_fg: int | None) -> tuple[int, int]:
+        """``(n_bg, n_fg)`` as given: the scenes are made, not found, so there is no "all of them" (None)."""
+        for key, value in (("n_bg", n_bg), ("n_fg", n_fg)):
+            if value is None:
+                raise ConfigError(f"{key}=null: the sample scenes are made, not found; give how many ({key}=...)")
+        return n_bg, n_fg
 
     def load(self, n_bg: int, n_fg: int) -> Scenes:
         bgs = [scenes.background(self.seed, i) for i in range(1, n_bg + 1)]
@@ -119,9 +127,10 @@ def _list_images(folder: Path, what: str) -> _Listing:
     return listing
 
 
-def _counted(listing: _Listing, wanted: int, key: str, what: str) -> list[Path]:
-    """The listing's files if there are ``wanted`` of them, else an error saying what was counted and skipped."""
-    if len(listing.files) != wanted:
+def _counted(listing: _Listing, wanted: int | None, key: str, what: str) -> list[Path]:
+    """The listing's files if there are ``wanted`` of them (None: however many), else an error saying what was
+    counted and skipped."""
+    if wanted is not None and len(listing.files) != wanted:
         raise SourceError(
             f"{what} folder {listing.folder} holds {len(listing.files)} images ({listing.describe()}), "
             f"the config asks for {wanted} ({key})"
@@ -141,6 +150,7 @@ class ImageFolders:
 
     Hidden files (``.name``), folders and other extensions are skipped. A fully opaque foreground (pasted
     as a square) and an image resized away from its aspect ratio are warned about, naming the file.
+    ``n_bg`` / ``n_fg`` None take every image found; a number must equal what was found.
     """
 
     def __init__(self, bg_dir: str, fg_dir: str, mask_dir: str | None = None, wrong_size: str = "resize"):
@@ -159,7 +169,23 @@ class ImageFolders:
             log.warning("%s: %s is resized to %dx%d, away from its aspect ratio", path, _size(image), size, size)
         return image.resize((size, size), resample)
 
-    def load(self, n_bg: int, n_fg: int) -> Scenes:
+    @property
+    def dataset_name(self) -> str:
+        """The name of ``bg_dir``'s parent folder (``photos/kitchen/backgrounds`` -> ``kitchen``): the default
+        output folder's, ``<data_dir>/<name>``. Characters other than letters, digits, ``.``, ``_`` and ``-``
+        become ``_`` (``data.data_dir=data/<name>`` then needs no quoting); ``folders`` at a file system's root;
+        never a sample dataset's folder (``data/sample``, ``data/sample_small``): ``sample...`` becomes
+        ``folders_sample...``."""
+        name = re.sub(r"[^\w.-]", "_", self.bg_dir.resolve().parent.name, flags=re.ASCII) or "folders"
+        return f"folders_{name}" if name.startswith("sample") else name
+
+    def counts(self, n_bg: int | None, n_fg: int | None) -> tuple[int, int]:
+        """``(n_bg, n_fg)``: each None is the number of images in its folder; a number must equal it."""
+        bg = _counted(_list_images(self.bg_dir, "background"), n_bg, "n_bg", "background")
+        fg = _counted(_list_images(self.fg_dir, "foreground"), n_fg, "n_fg", "foreground")
+        return len(bg), len(fg)
+
+    def load(self, n_bg: int | None, n_fg: int | None) -> Scenes:
         bg_files = _counted(_list_images(self.bg_dir, "background"), n_bg, "n_bg", "background")
         fg_files = _counted(_list_images(self.fg_dir, "foreground"), n_fg, "n_fg", "foreground")
         masks = {}

@@ -35,6 +35,7 @@ from fgbg.format.locks import sole_writer
 from fgbg.format.writer import PARTIAL_SUFFIX, partial_path
 from fgbg.format.zips import ArchiveError
 from fgbg.processes import die_with_parent
+from fgbg.progress import progress
 
 SAMPLES = "samples.npy"
 PER_SAMPLE = (COMPOSITE, MASK, DEPTH)
@@ -138,13 +139,16 @@ def _write(folder: Path, source: ZipSampleDataset, table: np.ndarray, workers: i
             _Chunks(source), batch_size=None, num_workers=workers, collate_fn=_unchanged,
             worker_init_fn=functools.partial(_die_with_parent, os.getpid()),
         )
-        for chunk in loader:
-            for key, pixels in chunk.items():
-                if key not in arrays:
-                    shape = (len(table), *pixels.shape[1:])
-                    arrays[key] = np.lib.format.open_memmap(partial / f"{key}.npy", "w+", np.uint8, shape)
-                arrays[key][start : start + len(pixels)] = pixels
-            start += len(next(iter(chunk.values())))
+        with progress(total=len(table), desc=f"decoding the cache {folder.name}", unit="sample") as bar:
+            for chunk in loader:
+                for key, pixels in chunk.items():
+                    if key not in arrays:
+                        shape = (len(table), *pixels.shape[1:])
+                        arrays[key] = np.lib.format.open_memmap(partial / f"{key}.npy", "w+", np.uint8, shape)
+                    arrays[key][start : start + len(pixels)] = pixels
+                n = len(next(iter(chunk.values())))
+                start += n
+                bar.update(n)
         for array in arrays.values():
             array.flush()
         del arrays  # unmapped before the folder moves

@@ -49,6 +49,9 @@ class ResumableLoader(DataLoader):
         self._epoch = self._batches = 0
 
     def __iter__(self):
+        if not isinstance(self.sampler, EpochSampler):  # Lightning's overfit_batches swaps in a sequential sampler
+            yield from DataLoader.__iter__(self)
+            return
         # A generator: the sampler is read at the first batch, after Lightning has set the epoch.
         if self.sampler.epoch != self._epoch:
             self._epoch, self._batches = self.sampler.epoch, 0
@@ -203,8 +206,9 @@ class ZipDataModule(L.LightningDataModule):
         return [DataLoader(dataset, **self._loader_args()) for dataset in (clean, perturbed)]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Training batches perturbed (``augment``) where they train: on the device, after the transfer."""
-        if not (self.augment and self.trainer is not None and self.trainer.training):
+        """Training batches perturbed (``augment``) where they train: on the device, after the transfer. Only
+        batches of the batch contract: the model summary's example input (a tuple) passes through too."""
+        if not (self.augment and isinstance(batch, dict) and self.trainer is not None and self.trainer.training):
             return batch
         stats, gray = self.preprocessing.stats, self.preprocessing.grayscale
         return normalised(self.perturbation(unnormalised(batch, stats), train=True, gray=gray), stats)

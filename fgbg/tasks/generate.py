@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -16,7 +17,7 @@ from fgbg.build.batch_zip import Settings
 from fgbg.build.generation import generate
 from fgbg.build.label import label_zips
 from fgbg.build.teacher import require_teacher
-from fgbg.errors import check_choice, check_int
+from fgbg.errors import ConfigError, check_choice, check_int
 from fgbg.format.zips import batch_zips
 from fgbg.tools.measure import measure
 
@@ -27,12 +28,28 @@ STAGES = ("all", "depth", "measure")
 def generate_task(cfg: DictConfig) -> None:
     """Run ``cfg.stage`` of ``conf/generate.yaml``; :class:`~fgbg.errors.FgbgError` for what a user can fix."""
     check_choice("stage", cfg.stage, STAGES)
+    _fill_source_defaults(cfg)
     depth = instantiate(cfg.depth) if cfg.depth else None
     if cfg.stage == "measure":
         _measure(cfg, depth)
         return
     written = _composites(cfg, depth) if cfg.stage == "all" else _label(cfg, depth)
     log.info("wrote %d zip(s) to %s", len(written), cfg.out_dir)
+
+
+def _fill_source_defaults(cfg: DictConfig) -> None:
+    """Set what ``source=folders`` leaves to the source (null): ``out_dir``, ``<paths.data_dir>/<its dataset_name>``,
+    and for ``stage=all`` ``n_bg`` / ``n_fg``, the images in its folders (a number given is checked against them)."""
+    source = instantiate(cfg.source)
+    if cfg.out_dir is None:
+        name = getattr(source, "dataset_name", None)
+        if name is None:
+            raise ConfigError("out_dir=null: only source=folders names its own output folder; set out_dir")
+        cfg.out_dir = str(Path(cfg.paths.data_dir) / name)
+        log.info("out_dir: %s (named after the source; set out_dir to choose another)", cfg.out_dir)
+    if cfg.stage == "all" and (cfg.n_bg is None or cfg.n_fg is None):
+        cfg.n_bg, cfg.n_fg = source.counts(cfg.n_bg, cfg.n_fg)
+        log.info("source: %d background(s), %d foreground(s)", cfg.n_bg, cfg.n_fg)
 
 
 def _composites(cfg: DictConfig, depth) -> list:

@@ -22,6 +22,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fgbg.data.index import held_out_parts
+from fgbg.data.locate import check_data
 from fgbg.errors import check_seed
 from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, override_key, save_config, with_run_config
 from fgbg.tasks.calibrated import calibrate, fitted_without_gradients, last_checkpoint
@@ -32,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def instantiate_all(group: DictConfig | None) -> list:
-    """Every ``_target_`` item of a config group such as ``logger`` or ``callbacks``; none for an empty group."""
-    return [instantiate(item) for item in (group or {}).values()]
+    """Every ``_target_`` item of a config group such as ``logger`` or ``callbacks``; none for an empty group.
+    An item set to null is left out: how an experiment switches off one of the group's defaults."""
+    return [instantiate(item) for item in (group or {}).values() if item is not None]
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None) -> L.Trainer:
@@ -60,8 +63,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path)  # a missing or foreign file: one line naming it, before anything is built
         cfg = with_run_config(cfg, cfg.ckpt_path, None, overrides)
+    seed = check_seed(cfg.seed)
+    check_data(cfg)  # zips missing: one line, before a logger starts, and no run folder left behind
     _record_config(cfg)
-    L.seed_everything(check_seed(cfg.seed), workers=True)
+    L.seed_everything(seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # the module needs to know whether the data has depth, and what its depth means
     module = build_module(cfg, datamodule)
@@ -73,7 +78,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     else:
         metrics, fit_seconds = _fit_and_test(cfg, trainer, module, datamodule, clean_exit)
     if trainer.is_global_zero:
-        _write_summary(cfg, trainer, module, fit_seconds, metrics | _test_parts(datamodule), clean_exit)
+        held_out = {Summary.TEST_PARTS: held_out_parts(datamodule.split_description)}
+        _write_summary(cfg, trainer, module, fit_seconds, metrics | held_out, clean_exit)
     _say_where(cfg, trainer)
     if clean_exit.signal is not None:
         _say_how_to_resume(trainer, clean_exit, overrides)
@@ -144,19 +150,12 @@ def _write_summary(cfg, trainer: L.Trainer, module, fit_seconds: float, metrics:
         Summary.FIT_SECONDS: round(fit_seconds, 1),
         Summary.STEPS: trainer.global_step,
         Summary.EPOCHS: trainer.current_epoch,
+        Summary.TAGS: list(cfg.get("tags") or []),
         **metrics,
     }
     if clean_exit.signal is not None:
         summary[Summary.INTERRUPTED] = clean_exit.signal.name
     (Path(cfg.paths.output_dir) / METRICS_FILE).write_text(json.dumps(summary, indent=1))
-
-
-def _test_parts(datamodule) -> dict[str, str]:
-    """:attr:`Summary.TEST_PARTS`: ``"<backgrounds> / <foregrounds>"`` of the test split (``seen`` marks foregrounds
-    also trained on, when the selection had too few to hold any out)."""
-    split = datamodule.split_description
-    seen = "" if split["foregrounds_held_out"] else " (seen)"
-    return {Summary.TEST_PARTS: f"{len(split['test_bg'])} / {len(split['test_fg'])}{seen}"}
 
 
 def _logged(trainer: L.Trainer, prefix: str = "") -> dict[str, float]:

@@ -1,10 +1,12 @@
 """A PNG gallery per category: a titled grid of samples, the source document's GalleryUtil as a command.
 
-    python -m fgbg.tools.gallery data/sample --out docs/gallery [--n 8] [--columns 4] [--seed 0]
+    python -m fgbg.tools.gallery data/sample [--out <folder>] [--n 8] [--columns 4] [--seed 0]
 
 writes ``<out>/<category>.png`` for each category (``bg_jpg.png``, ``fg_bg_jpg.png``, ...): ``n`` images
 drawn at random (seeded) from all the zips, each captioned with its id, shown at their stored size. The
-galleries of a composite, its mask and its depth show the same samples in the same places.
+galleries of a composite, its mask and its depth show the same samples in the same places. ``out`` is a new run
+folder ``<paths.log_dir>/gallery/<time>`` unless given: only ``--out docs/gallery`` updates the README's
+(tracked files).
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image, ImageDraw
 
 from fgbg.format.names import CATEGORIES, COMPOSITE_CATEGORIES, parse_member
 from fgbg.format.zips import batch_zips
+from fgbg.run_dirs import new_run_dir
 from fgbg.tools.stats import decode, members
 
+# Where the entry points' run folders go (paths.log_dir), read from there: the project's conf/ beside this package.
+PATHS_CONFIG = Path(__file__).resolve().parents[2] / "conf" / "paths" / "default.yaml"
 PADDING = 6
 CAPTION = 12
 TITLE = 18
@@ -83,15 +89,21 @@ def gallery(data_dir: str | Path, out_dir: str | Path, n: int = 8, columns: int 
     return written
 
 
+def default_out() -> Path:
+    """A new run folder ``<paths.log_dir>/gallery/<time>``, as the entry points make theirs (conf/hydra/default.yaml)."""
+    paths = OmegaConf.create({"paths": OmegaConf.load(PATHS_CONFIG)}).paths
+    return Path(new_run_dir(Path(paths.log_dir) / "gallery"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fgbg.tools.gallery", description=__doc__.split("\n")[0])
     parser.add_argument("data_dir", help="folder holding batch<N>_images.zip")
-    parser.add_argument("--out", required=True, help="folder for <category>.png")
+    parser.add_argument("--out", help="folder for <category>.png (default: a new <paths.log_dir>/gallery/<time>)")
     parser.add_argument("--n", type=int, default=8, help="images per gallery")
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="which images are drawn")
     args = parser.parse_args(argv)
-    for path in gallery(args.data_dir, args.out, args.n, args.columns, args.seed):
+    for path in gallery(args.data_dir, args.out or default_out(), args.n, args.columns, args.seed):
         print(path)
 
 

@@ -13,6 +13,7 @@ The output is the format of ``conf/data/stats/document.yaml``: ``category: {mean
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import zipfile
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import simplejpeg
 
 from fgbg.format.names import BG, CATEGORIES, FG, FG_BG, images_by_category
 from fgbg.format.zips import batch_zips
+from fgbg.progress import progress
 
 COLOUR = (BG, FG, FG_BG)
 
@@ -46,14 +48,28 @@ def _images(zips: list[Path], limit: int | None) -> Iterator[tuple[str, bytes]]:
                     yield category, zf.read(name)
 
 
-def category_stats(zips: list[Path], gray: bool = False, limit: int | None = None) -> dict[str, dict[str, float]]:
+def _count(zips: list[Path], limit: int | None) -> int:
+    """How many images :func:`_images` yields (reading the zips' directories only)."""
+    total = 0
+    for path in zips:
+        with zipfile.ZipFile(path) as zf:
+            total += sum(len(names[:limit]) for names in members(zf).values())
+    return total
+
+
+def category_stats(
+    zips: list[Path], gray: bool = False, limit: int | None = None, show_progress: bool = False
+) -> dict[str, dict[str, float]]:
     """``{category: {"mean": m, "std": s}}`` of pixels in [0, 1] (population std) over ``zips``.
 
     ``limit``: at most that many images per category per zip (a quick subsample), else all of them.
     Categories without images are left out.
     """
     sums = {category: [0, 0, 0] for category in CATEGORIES}  # pixel count, sum, sum of squares
-    for category, data in _images(zips, limit):
+    images = _images(zips, limit)
+    if show_progress:
+        images = progress(images, total=_count(zips, limit), desc=f"reading {len(zips)} zip(s)", unit="image")
+    for category, data in images:
         pixels = decode(data, category, gray).astype(np.int64)
         total = sums[category]
         total[0] += pixels.size
@@ -83,8 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="at most this many images per category per zip")
     parser.add_argument("--gray", action="store_true", help="read colour images as grey (data.grayscale=true)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress lines when output is not a terminal
     zips = list(batch_zips(args.data_dir).values())
-    stats = category_stats(zips, gray=args.gray, limit=args.limit)
+    stats = category_stats(zips, gray=args.gray, limit=args.limit, show_progress=True)
     read = "grey" if args.gray else "colour"
     subsample = f", at most {args.limit} images per category per zip" if args.limit else ""
     comment = f"python -m fgbg.tools.stats: {len(zips)} zip(s) in {args.data_dir}, bg/fg/fg_bg read in {read}{subsample}."

@@ -38,4 +38,7 @@ def _run_name(save_dir: str) -> str:
 def wandb_logger(save_dir: str, mode: str = "auto", name: str | None = None, **kwargs) -> WandbLogger:
     """A :class:`WandbLogger` writing under ``save_dir``, named after that folder (and a sweep job's overrides)."""
     # wandb.init's own ``mode``, not WandbLogger(offline=True), which would set WANDB_MODE for the whole process.
-    return WandbLogger(save_dir=save_dir, name=name or _run_name(save_dir), mode=wandb_mode(mode), **kwargs)
+    logger = WandbLogger(save_dir=save_dir, name=name or _run_name(save_dir), mode=wandb_mode(mode), **kwargs)
+    # Lightning always passes wandb.init ``anonymous``, which wandb then says has no effect, on stderr, every run.
+    logger._wandb_init.pop("anonymous", None)
+    return logger

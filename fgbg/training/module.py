@@ -100,6 +100,9 @@ class MaskDepthModule(L.LightningModule):
         self.loss = loss
         self.make_optimizer = optimizer
         self.make_scheduler = scheduler
+        if preprocessing is not None:  # Lightning's model summary then counts FLOPs (else it prints "Total FLOPs: 0")
+            side = preprocessing.image_size
+            self.example_input_array = (torch.zeros(1, 3, side, side), torch.zeros(1, 3, side, side))
         self.use_data(True, depth_record)
 
     def use_data(self, has_depth: bool, depth_record: dict | None) -> None:
