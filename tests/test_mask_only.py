@@ -2,7 +2,6 @@
 and predicted with the mask alone."""
 
 import json
-import shutil
 import zipfile
 
 import pytest
@@ -86,17 +85,6 @@ def test_items_have_no_depth_and_equal_the_depth_datas_otherwise(data_dir, small
         folder = dm.parts["train"].folder
         arrays = ["background.npy", "composite.npy", "mask.npy", cache.SAMPLES]
         assert sorted(p.name for p in folder.iterdir()) == sorted(arrays)
-
-
-def test_mask_only_zips_beside_zips_with_depth_are_told_how_to_label_them(mask_only, small_dataset, tmp_path):
-    shutil.copyfile(small_dataset / ZIPS[0], tmp_path / ZIPS[0])
-    shutil.copyfile(mask_only / ZIPS[1], tmp_path / ZIPS[1])
-    with pytest.raises(DatasetError) as caught:
-        select(tmp_path, "all", ALL)
-    message = str(caught.value)
-    assert message.startswith("strategy 'all' mixes zips with depth maps and zips without (batch2_images.zip); ")
-    assert f"{tmp_path / ZIPS[1]}: holds no depth maps (made with depth=none" in message
-    assert f"`python generate.py stage=depth depth=depth_anything_v2_small out_dir={tmp_path}`" in message
 
 
 def test_a_zip_with_depth_for_some_composites_only_names_the_first_without(mask_only, small_dataset, tmp_path):
