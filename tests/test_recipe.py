@@ -49,7 +49,7 @@ def _iou(predicted: np.ndarray, target: np.ndarray) -> float:
 
 def test_on_a_shifted_brighter_plate_the_recipe_beats_subtraction(small_dataset, tmp_path):
     # Subtraction calibrated at the recipe's preprocessing (64 px, colour) on the validation split.
-    baseline = ["experiment=matting", "data.strategy=40k", "model=subtraction", "test=false", "callbacks=none"]
+    baseline = ["experiment=matting", "data.strategy=40k", "model=subtraction", "test=false"]
     train(train_config(small_dataset, tmp_path / "subtraction", *baseline, "data.image_size=64"))
     # A background and a foreground the recipe's checkpoint never trained on: in its run's test split (16k, seed 0;
     # the sample scenes are the same for the same seed, whatever the dataset's size).
