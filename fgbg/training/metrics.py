@@ -34,6 +34,7 @@ metrics on grey levels divide by zero. They read values below one grey level as 
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -237,12 +238,12 @@ def _common_metrics() -> dict[str, Metric]:
     }
 
 
-class DepthSpace:
+class DepthSpace(abc.ABC):
     """What a depth map's grey levels in [0, 1] mean, and so which metrics measure it."""
 
+    @abc.abstractmethod
     def metrics(self) -> dict[str, Metric]:
         """Name -> a fresh metric of ``(pred, target)`` grey maps ``(B, 1, H, W)``."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
