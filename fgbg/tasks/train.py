@@ -63,11 +63,10 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     if cfg.get("ckpt_path"):
         read_checkpoint(cfg.ckpt_path)  # a missing or foreign file: one line naming it, before anything is built
         cfg = with_run_config(cfg, cfg.ckpt_path, None, overrides)
-    seed = check_seed(cfg.seed)
+    L.seed_everything(check_seed(cfg.seed), workers=True)
+    datamodule = instantiate(cfg.data)  # checks the data settings' values
     check_data(cfg)  # zips missing: one line, before a logger starts, and no run folder left behind
     _record_config(cfg)
-    L.seed_everything(seed, workers=True)
-    datamodule = instantiate(cfg.data)
     datamodule.setup("fit")  # the module needs to know whether the data has depth, and what its depth means
     module = build_module(cfg, datamodule)
     clean_exit = CleanExit()
