@@ -11,21 +11,18 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 from fgbg.build.scene_depth import SceneDepth
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.checks import DatasetError
-from fgbg.training.metrics import (
+from fgbg.training.depth_metrics import (
     DEPTH_FLOOR,
     GREY_LEVELS,
     AbsRel,
     Aligned,
-    BoundaryF,
-    BoundaryIoU,
     DeltaAccuracy,
     DepthSpread,
-    MaskDepthMetrics,
     MetricDepth,
-    PerImageIoU,
     RelativeDisparity,
     depth_space,
 )
+from fgbg.training.metrics import BoundaryF, BoundaryIoU, MaskDepthMetrics, PerImageIoU
 from fgbg.training.module import build_module
 from tests.helpers.configs import module_config
 from tests.helpers.data import fake_loader

@@ -6,7 +6,6 @@ import io
 import zipfile
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from fgbg.format.names import BG, FG_BG, MASK_BLACK, SampleId, composite_member, source_member

@@ -27,8 +27,9 @@ from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.datamodule import EVAL_VARIANTS
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import FgbgError
+from fgbg.training.depth_metrics import depth_space
 from fgbg.training.losses import MaskDepthLoss
-from fgbg.training.metrics import MaskDepthMetrics, depth_space
+from fgbg.training.metrics import MaskDepthMetrics
 from fgbg.upgrade import moved_targets, upgraded_model
 
 
@@ -75,7 +76,7 @@ class MaskDepthModule(L.LightningModule):
         with_depth: train and score the depth (False for mask-only data, or a model that predicts none: the
             depth loss, metrics and outputs are then left out).
         depth_record: the data's depth record (its zips' manifest ``settings.depth``), which says in what space
-            depth metrics are computed (:func:`~fgbg.training.metrics.depth_space`); eval sets its own data's
+            depth metrics are computed (:func:`~fgbg.training.depth_metrics.depth_space`); eval sets its own data's
             with :meth:`use_data`.
 
     Reload a checkpoint with ``load_module(path)``. Lightning's ``load_from_checkpoint`` needs ``net``,

@@ -14,4 +14,15 @@ from fgbg.training.callbacks.progress import TrainingProgress
 from fgbg.training.callbacks.split import SplitFile
 from fgbg.training.callbacks.timings import Timings
 
-__all__ = ["CleanExit", "Curves", "FlatDepthWarning", "LearningRates", "PredictionGrid", "RngState", "SplitFile", "Timings", "TrainingProgress", "prediction_grid"]
+__all__ = [
+    "CleanExit",
+    "Curves",
+    "FlatDepthWarning",
+    "LearningRates",
+    "PredictionGrid",
+    "RngState",
+    "SplitFile",
+    "Timings",
+    "TrainingProgress",
+    "prediction_grid",
+]

@@ -30,7 +30,8 @@ HEADER = 14
 
 
 def prediction_grid(batch: dict[str, Tensor], prediction: dict[str, Tensor]) -> Image.Image:
-    """One row per sample, columns ``GRID_COLUMNS`` (the first ``MASK_COLUMNS`` without a predicted depth), titled on top.
+    """One row per sample, columns ``GRID_COLUMNS`` (the first ``MASK_COLUMNS`` without a predicted depth), titled
+    on top.
 
     Args:
         batch: ``composite`` ``(N, 3, S, S)``, ``mask`` and ``depth`` ``(N, 1, S, S)`` (the batch contract).
