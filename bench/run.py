@@ -117,7 +117,8 @@ def _codec_floor(quality: int, work: Path, n: int = 2000) -> float:
 
 def bench_generation(sizes: Sizes, cores: int, work: Path, rows: list[Row]) -> Path:
     """Rows 1; returns the folder of the zips made as shipped (with depth), which the later rows read."""
-    n_fg = FG_PER_ZIP * cores
+    # A zip per core, and at least two: the 4k and 16k strategies validate and test on zip 2's foregrounds.
+    n_fg = FG_PER_ZIP * max(cores, 2)
     like = Settings(n_bg=sizes.n_bg, n_fg=n_fg, placements=PLACEMENTS, seed=0, jpeg_quality=SEED_QUALITY)
     count = n_fg * 2 * sizes.n_bg * PLACEMENTS
     _say(f"generation: {count:,} composites, ours on {cores} processes ...")
