@@ -10,7 +10,7 @@ Its inputs are the data's as they are: 3 channels (gray replicated, or RGB) in [
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from kornia.morphology import opening
@@ -23,6 +23,7 @@ from fgbg.models.base import MaskDepthNet
 LOGIT = 10.0
 
 Batch = tuple[Tensor, Tensor, Tensor]  # background, composite (B, C, H, W); mask (B, 1, H, W), 0/1
+Scored = tuple[Tensor, Tensor]  # a batch's difference scores (B, 1, H, W) and its foreground (B, 1, H, W), bool
 
 
 def difference_score(background: Tensor, composite: Tensor) -> Tensor:
@@ -85,13 +86,12 @@ class Subtraction(MaskDepthNet):
         Without clean-up, one histogram of the scores of foreground and of background pixels gives the IoU
         of every bin edge at once (suffix sums); with an opening, each ``refine_factors`` multiple of that
         best edge is scored in a second pass, all at once per batch. Ties keep the smaller opening, and,
-        among edges, the middle one of those that tie. ``batches`` is read twice when ``kernel_sizes`` holds
-        an opening (a one-shot iterator is kept in memory for that).
+        among edges, the middle one of those that tie. ``batches`` is read once: both passes work on the
+        scores and masks kept from it (one float and one bool a pixel), not on the decoded images again.
         """
-        if isinstance(batches, Iterator) and any(self.kernel_sizes):
-            batches = list(batches)
+        scored = [(difference_score(background, composite), mask > 0.5) for background, composite, mask in batches]
         edges = torch.linspace(0, 1, self.bins + 1, dtype=torch.float32)
-        hits, false_alarms, foreground = _edge_counts(batches, edges)
+        hits, false_alarms, foreground = _edge_counts(scored, edges)
         iou = pooled_iou(hits, false_alarms, foreground)
         best = torch.nonzero(iou == iou.max()).flatten()
         threshold, size, best_iou = float(edges[best[len(best) // 2]]), 0, float(iou.max())
@@ -100,7 +100,7 @@ class Subtraction(MaskDepthNet):
         candidates = (torch.tensor(self.refine_factors, dtype=torch.float32) * threshold).clamp(0, 1)
         openings = [k for k in self.kernel_sizes if k]
         if openings:
-            opened_iou = _opened_iou(batches, candidates, openings)  # (openings, candidates)
+            opened_iou = _opened_iou(scored, candidates, openings)  # (openings, candidates)
             for i, k in enumerate(openings):
                 j = int(opened_iou[i].argmax())
                 if float(opened_iou[i, j]) > best_iou:
@@ -119,18 +119,16 @@ class Subtraction(MaskDepthNet):
         )
 
 
-def _edge_counts(batches: Iterable[Batch], edges: Tensor) -> tuple[Tensor, Tensor, int]:
+def _edge_counts(scored: list[Scored], edges: Tensor) -> tuple[Tensor, Tensor, int]:
     """For each edge ``e`` (``(E,)``): foreground and background pixels scoring ``> e`` (``(E,)`` each, int64),
-    and the number of foreground pixels, over all ``batches``.
+    and the number of foreground pixels, over all ``scored`` batches.
 
     ``torch.bucketize`` counts the edges below each score, with the very comparison ``forward`` makes
     (``score > threshold``, float32), so an edge's IoU here is the IoU of that threshold exactly.
     """
     per_bucket = torch.zeros(2, len(edges) + 1, dtype=torch.int64)  # background, foreground
-    for background, composite, mask in batches:
-        score = difference_score(background, composite)
+    for score, fg in scored:
         buckets = torch.bucketize(score, edges.to(score.device))  # (B, 1, H, W): how many edges lie below
-        fg = mask > 0.5
         per_bucket[0] += torch.bincount(buckets[~fg], minlength=len(edges) + 1).cpu()
         per_bucket[1] += torch.bincount(buckets[fg], minlength=len(edges) + 1).cpu()
     if not per_bucket.any():
@@ -140,14 +138,12 @@ def _edge_counts(batches: Iterable[Batch], edges: Tensor) -> tuple[Tensor, Tenso
     return above[1], above[0], int(per_bucket[1].sum())
 
 
-def _opened_iou(batches: Iterable[Batch], thresholds: Tensor, sizes: list[int]) -> Tensor:
+def _opened_iou(scored: list[Scored], thresholds: Tensor, sizes: list[int]) -> Tensor:
     """Pooled IoU ``(len(sizes), T)`` of each opening side in ``sizes`` after each of ``thresholds`` ``(T,)``."""
     hits = torch.zeros(len(sizes), len(thresholds), dtype=torch.int64)
     false_alarms = torch.zeros_like(hits)
     foreground = 0
-    for background, composite, mask in batches:
-        score = difference_score(background, composite)
-        fg = mask > 0.5
+    for score, fg in scored:
         above = score > thresholds.to(score.device).view(1, -1, 1, 1)  # (B, T, H, W): every candidate at once
         for i, size in enumerate(sizes):
             predicted = cleaned(above, size)
