@@ -40,8 +40,9 @@ def test_cached_items_equal_the_decoded_ones(data_dir, overrides):
 def test_a_batch_is_its_items(data_dir):
     dataset = datamodule(data_dir).parts["train"]
     assert isinstance(dataset, ZipSampleDataset)
-    for item, alone in zip(dataset.__getitems__([3, 0, 3]), (dataset[3], dataset[0], dataset[3])):
-        assert_same_items(item, alone)
+    batch = dataset.__getitems__([3, 0, 3])
+    for i, alone in enumerate((dataset[3], dataset[0], dataset[3])):
+        assert_same_items({key: value[i] for key, value in batch.items()}, alone)
 
 
 def test_cache_is_built_once_per_preprocessing(data_dir):

@@ -59,17 +59,22 @@ def test_normalisation_uses_the_category_stats(small_dataset):
     assert torch.equal(a[DEPTH], b[DEPTH])  # targets are never normalised
 
 
-def test_two_workers_read_the_same_samples(small_dataset):
+def test_two_workers_read_the_same_samples_and_hand_each_batch_over_in_one_storage(small_dataset):
     dm = datamodule_from_config(small_dataset, "data.batch_size=8")
     dm.setup()
 
-    def read():  # each held-out loader's composites, the perturbed one's included
-        return [b[key] for loader in dm.val_dataloader() for b in loader for key in (BACKGROUND, COMPOSITE)]
+    def read():  # each held-out loader's batches, the perturbed one's included
+        return [batch for loader in dm.val_dataloader() for batch in loader]
 
     serial = read()
     dm.num_workers = 2
     parallel = read()
-    assert len(serial) == len(parallel) and all(torch.equal(a, b) for a, b in zip(serial, parallel))
+    assert len(serial) == len(parallel)
+    for one, other in zip(serial, parallel):
+        assert one.keys() == other.keys() == {BACKGROUND, COMPOSITE, MASK, DEPTH}
+        assert all(torch.equal(one[key], other[key]) for key in one)
+        # One shared storage crossed from the worker, not one per tensor.
+        assert len({value.untyped_storage().data_ptr() for value in other.values()}) == 1
 
 
 def test_corrupt_member_names_zip_and_member(small_dataset, tmp_path):

@@ -6,6 +6,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, KEYS, MASK
+from fgbg.data.packed import collated
 from fgbg.data.perturb import PerturbedDataset, PlatePerturbation, normalised, sample_seed, unnormalised
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import ConfigError
@@ -176,7 +177,7 @@ class Items(Dataset):
         return len(self.batch[MASK])
 
     def __getitems__(self, indices):
-        return [{key: value[i] for key, value in self.batch.items()} for i in indices]
+        return {key: value[indices] for key, value in self.batch.items()}
 
 
 def test_perturbed_dataset_is_the_same_whatever_the_batch_size_and_run():
@@ -185,7 +186,7 @@ def test_perturbed_dataset_is_the_same_whatever_the_batch_size_and_run():
 
     def perturbed(batch_size):
         dataset = PerturbedDataset(base, perturbation(**{p: {"p": 0.5} for p in PARTS}), 0, preprocessing)
-        loaded = list(DataLoader(dataset, batch_size=batch_size))
+        loaded = list(DataLoader(dataset, batch_size=batch_size, collate_fn=collated))
         return {key: torch.cat([b[key] for b in loaded]) for key in loaded[0]}
 
     one, four, again = perturbed(1), perturbed(4), perturbed(1)
@@ -195,7 +196,7 @@ def test_perturbed_dataset_is_the_same_whatever_the_batch_size_and_run():
     plain = unnormalised(one, STATS)[BACKGROUND]
     assert plain.min() >= -1e-6 and plain.max() <= 1 + 1e-6  # perturbed unnormalised, normalised again
     other = PerturbedDataset(base, perturbation(**{p: {"p": 0.5} for p in PARTS}), 1, preprocessing)
-    assert changed(one, {key: torch.stack([x[key] for x in other.__getitems__(list(range(6)))]) for key in one})
+    assert changed(one, other.__getitems__(list(range(6))))
 
 
 @pytest.mark.parametrize(
@@ -224,7 +225,7 @@ class SkippingItems(Items):
 
 def test_perturbed_dataset_keeps_each_samples_perturbation_when_samples_are_skipped():
     dataset = PerturbedDataset(SkippingItems(None), perturbation(noise={"p": 1.0}), 0, Preprocessing(16, True, None))
-    items = dataset.__getitems__([1, 2, 3])
-    assert len(items) == 2
-    assert torch.equal(items[1][BACKGROUND], dataset.__getitems__([3])[0][BACKGROUND])
-    assert torch.equal(items[0][BACKGROUND], dataset.__getitems__([1])[0][BACKGROUND])
+    batch = dataset.__getitems__([1, 2, 3])
+    assert len(batch[BACKGROUND]) == 2
+    assert torch.equal(batch[BACKGROUND][1], dataset[3][BACKGROUND])
+    assert torch.equal(batch[BACKGROUND][0], dataset[1][BACKGROUND])

@@ -16,8 +16,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from fgbg.data.cache import CachedSampleDataset, build
 from fgbg.data.dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
 from fgbg.data.index import Selection, select, split
+from fgbg.data.packed import collated
 from fgbg.data.perturb import PerturbedDataset, PlatePerturbation, normalised, unnormalised
 from fgbg.data.transforms import Preprocessing
+from fgbg.data.workers import available_cores
+from fgbg.data.workers import num_workers as resolved_workers
 from fgbg.errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 
 # The held-out loaders' names, in their order: the parts as they are, then with the plates perturbed.
@@ -79,6 +82,8 @@ class ZipDataModule(L.LightningDataModule):
         split: keyword arguments of :func:`fgbg.data.index.split` (held-out fractions, seed).
         image_size, grayscale, normalize, stats: the :class:`~fgbg.data.transforms.Preprocessing`
             (``preprocessing``): side, colour, and per-category mean/std that normalise the inputs when ``normalize``.
+        num_workers: loader worker processes, or ``auto`` (:func:`fgbg.data.workers.auto_workers`: the fastest
+            for the machine); ``num_workers`` holds the number.
         cache: decode the strategy's samples once into memory-mapped uint8 arrays under
             ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
         on_bad_sample: ``raise`` or ``skip`` (and count) samples whose images are corrupt, when reading the zips.
@@ -107,7 +112,7 @@ class ZipDataModule(L.LightningDataModule):
         normalize: bool,
         stats: dict,
         batch_size: int,
-        num_workers: int,
+        num_workers: int | str,
         cache: bool,
         on_bad_sample: str,
         seed: int,
@@ -123,7 +128,7 @@ class ZipDataModule(L.LightningDataModule):
             {"image_size": image_size, "grayscale": grayscale, "normalize": normalize, "stats": stats}
         )
         self.batch_size = check_int("data.batch_size", batch_size, 1)
-        self.num_workers = check_int("data.num_workers", num_workers, 0)
+        self.num_workers = resolved_workers(num_workers)
         self.cache = cache
         self.on_bad_sample = check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
         self.seed = check_seed(seed, "data.seed")
@@ -142,7 +147,8 @@ class ZipDataModule(L.LightningDataModule):
     def _build_cache(self, *selection) -> Path:
         """The cache of a :class:`~fgbg.data.index.Selection`, given as its fields (``*select(...)``)."""
         zips, samples, has_depth = Selection(*selection)[:3]
-        return build(self.data_dir, self.strategy, zips, samples, self.preprocessing, self.num_workers, has_depth)
+        # Built before training, with nothing beside it: on every core, whatever the training loader's workers.
+        return build(self.data_dir, self.strategy, zips, samples, self.preprocessing, available_cores(), has_depth)
 
     def prepare_data(self) -> None:
         # Lightning calls this on one process per node before setup: the cache is built once, not per device.
@@ -172,6 +178,7 @@ class ZipDataModule(L.LightningDataModule):
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
             "pin_memory": torch.cuda.is_available(),
+            "collate_fn": collated,
         }
 
     def train_dataloader(self) -> ResumableLoader:

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.index import SAMPLE_IMAGES, sample_id
+from fgbg.data.packed import PackedBatch
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import check_choice
 from fgbg.format.names import BG, BG_SIZE, composite_member, source_member
@@ -32,7 +33,8 @@ class PixelDataset(Dataset, abc.ABC):
 
     ``has_depth`` False (mask-only data, made with depth=none): items have no ``depth`` key, and no depth
     map is read. A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and
-    turned into float tensors at once (per image, those conversions cost as much as decoding).
+    turned into float tensors at once (per image, those conversions cost as much as decoding), views of one
+    storage (:class:`~fgbg.data.packed.PackedBatch`) that a loader worker hands over in one piece.
     """
 
     def __init__(self, samples: np.ndarray, preprocessing: Preprocessing, has_depth: bool):
@@ -45,13 +47,13 @@ class PixelDataset(Dataset, abc.ABC):
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
         """Each key of the batch contract -> uint8 pixels of ``indices`` at the preprocessing's size, stacked."""
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        batch = self.preprocessing.tensors(self.stacked_pixels(indices))
-        # Fewer than len(indices) when bad samples were skipped.
-        return [{key: value[i] for key, value in batch.items()} for i in range(len(batch[BACKGROUND]))]
+    def __getitems__(self, indices: list[int]) -> PackedBatch:
+        """The batch of ``indices``: fewer samples when bad ones were skipped. A DataLoader over this dataset
+        takes :func:`~fgbg.data.packed.collated` as its ``collate_fn``."""
+        return self.preprocessing.tensors(self.stacked_pixels(indices))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return self.__getitems__([index])[0]
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
 
 
 class ZipSampleDataset(PixelDataset):

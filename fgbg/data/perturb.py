@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from fgbg.data.batch import BACKGROUND, COMPOSITE, INPUTS, KEYS, MASK
+from fgbg.data.packed import PackedBatch, packed_copy
 from fgbg.data.transforms import INPUT_CATEGORIES, Preprocessing
 from fgbg.errors import ConfigError
 
@@ -177,30 +178,28 @@ class PerturbedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Tensor]]:
-        items, kept = self._items(indices)
-        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    def __getitems__(self, indices: list[int]) -> PackedBatch:
+        batch, kept = self._batch(indices)
         stats = self.preprocessing.stats
         seeds = [sample_seed(self.seed, index) for index in kept]
         perturbed = self.perturbation.evaluation(unnormalised(batch, stats), seeds, self.preprocessing.grayscale)
-        out = normalised(perturbed, stats)
-        return [{key: value[i] for key, value in out.items()} for i in range(len(items))]
+        return packed_copy(normalised(perturbed, stats))
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return self.__getitems__([index])[0]
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
 
-    def _items(self, indices: list[int]) -> tuple[list[dict[str, Tensor]], list[int]]:
-        """The base items of ``indices`` and the indices they are of: fewer when the dataset skipped bad samples
+    def _batch(self, indices: list[int]) -> tuple[dict[str, Tensor], list[int]]:
+        """The base batch of ``indices`` and the indices it is of: fewer when the dataset skipped bad samples
         (``data.on_bad_sample=skip``); then each is read alone, to know which, and a batch of one bad sample
         raises ``ValueError``."""
-        items = self.dataset.__getitems__(indices)
-        if len(items) == len(indices):
-            return items, indices
+        batch = self.dataset.__getitems__(indices)
+        if len(batch[BACKGROUND]) == len(indices):
+            return batch, indices
         items, kept = [], []
         for index in indices:
             try:
-                items.extend(self.dataset.__getitems__([index]))
+                items.append(self.dataset.__getitems__([index]))
                 kept.append(index)
             except ValueError:
                 continue
-        return items, kept
+        return {key: torch.cat([item[key] for item in items]) for key in items[0]}, kept

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, INPUTS, MASK
+from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, INPUTS, MASK, TARGETS
+from fgbg.data.packed import PackedBatch, packed
 from fgbg.errors import ConfigError, check_int
 from fgbg.format.names import BG, BG_SIZE, FG_BG
 
@@ -138,34 +139,42 @@ class Preprocessing:
             start += channels
         return resized
 
-    def tensors(self, pixels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        out = self._input_tensors(pixels)
-        out[MASK] = torch.from_numpy((pixels[MASK] > 127).astype(np.float32)[..., None, :, :])
+    def tensors(self, pixels: dict[str, np.ndarray]) -> PackedBatch:
+        # Written straight into views of one storage: a loader worker hands the batch over in one piece.
+        lead = pixels[MASK].shape[:-2]
+        plane = (self.image_size, self.image_size)
+        shapes = {key: (*lead, 3, *plane) for key in INPUTS} | {key: (*lead, 1, *plane) for key in TARGETS if key in pixels}
+        out = packed(shapes)
+        self._write_inputs(pixels, out)
+        np.greater(pixels[MASK], 127, out=out[MASK].numpy()[..., 0, :, :])
         if DEPTH in pixels:  # mask-only data (made with depth=none) has none
-            out[DEPTH] = torch.from_numpy(_unit(pixels[DEPTH])[..., None, :, :])
+            _unit(pixels[DEPTH], out[DEPTH].numpy()[..., 0, :, :])
         return out
 
     def inputs(self, background: np.ndarray, composite: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded pixels of the inputs (``image``), ``(B, H, W[, 3])`` each -> ``background``, ``composite``
         ``(B, C, S, S)``: the tensors training makes of the same pixels, without targets."""
-        tensors = self._input_tensors(self.resized({BACKGROUND: background, COMPOSITE: composite}))
-        return tensors[BACKGROUND], tensors[COMPOSITE]
+        pixels = self.resized({BACKGROUND: background, COMPOSITE: composite})
+        out = packed({key: (len(background), 3, self.image_size, self.image_size) for key in INPUTS})
+        self._write_inputs(pixels, out)
+        return out[BACKGROUND], out[COMPOSITE]
 
-    def _input_tensors(self, pixels: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    def _write_inputs(self, pixels: dict[str, np.ndarray], out: dict[str, torch.Tensor]) -> None:
         # In NumPy, which runs these small element-wise steps on the calling thread: torch would spread
         # them over its intra-op threads, which the model's step needs (and which spin when contended).
-        out = {}
         for key in INPUTS:
-            # Convert before replicating the gray channel: a third of the work.
-            image = _unit(pixels[key])
+            image = out[key].numpy()  # (*, 3, S, S)
+            # Gray: convert one plane, then replicate it (a third of the work).
+            first = image[..., :1, :, :] if self.grayscale else image
+            _unit(pixels[key][..., None, :, :] if self.grayscale else np.moveaxis(pixels[key], -1, -3), first)
             if self.stats is not None:
                 category = self.stats[INPUT_CATEGORIES[key]]
-                image = (image - np.float32(category["mean"])) / np.float32(category["std"])
-            image = np.repeat(image[..., None, :, :], 3, axis=-3) if self.grayscale else np.moveaxis(image, -1, -3)
-            out[key] = torch.from_numpy(np.ascontiguousarray(image))
-        return out
+                np.subtract(first, np.float32(category["mean"]), out=first)
+                np.divide(first, np.float32(category["std"]), out=first)
+            if self.grayscale:
+                image[..., 1:, :, :] = first
 
 
-def _unit(pixels: np.ndarray) -> np.ndarray:
-    """uint8 -> float32 in [0, 1]."""
-    return np.divide(pixels, np.float32(255), dtype=np.float32)
+def _unit(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1], written to ``out``."""
+    return np.divide(pixels, np.float32(255), out=out, dtype=np.float32)

@@ -65,6 +65,8 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
         cfg = with_run_config(cfg, cfg.ckpt_path, None, overrides)
     L.seed_everything(check_seed(cfg.seed), workers=True)
     datamodule = instantiate(cfg.data)  # checks the data settings' values
+    with open_dict(cfg):
+        cfg.data.num_workers = datamodule.num_workers  # auto's number, in the saved config and the loggers'
     check_data(cfg)  # zips missing: one line, before a logger starts, and no run folder left behind
     _record_config(cfg)
     datamodule.setup("fit")  # the module needs to know whether the data has depth, and what its depth means

@@ -85,7 +85,9 @@ class PredictionGrid(L.Callback):
             loader = loader[0] if isinstance(loader, (list, tuple)) else loader
             dataset = loader.dataset
             picks = torch.linspace(0, len(dataset) - 1, min(self.n_samples, len(dataset))).round().long()
-            self._batch = loader.collate_fn([dataset[i] for i in picks.tolist()])
+            # Fetched as the DataLoader fetches a batch: through the dataset's __getitems__ when it has one.
+            fetch = getattr(dataset, "__getitems__", None) or (lambda indices: [dataset[i] for i in indices])
+            self._batch = loader.collate_fn(fetch(picks.tolist()))
         return self._batch
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

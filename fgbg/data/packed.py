@@ -1,0 +1,76 @@
+"""Batches whose tensors are views of one storage, so that a loader worker hands a batch over in one piece.
+
+torch passes a tensor from a DataLoader worker to the training process by sharing its storage; with the
+default ``file_descriptor`` strategy each storage is a file descriptor sent through a socket, one round trip
+per storage. A batch of four tensors made four, and on 2 cores that hand-over, not decoding, was the ceiling
+of loading with workers (bench/README.md). A :class:`PackedBatch` pickles as its one flat storage and the
+layout of its views, and arrives as a plain dict of views of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from torch.utils.data import get_worker_info
+
+
+class PackedBatch(dict):
+    """A dict of tensors that are views of ``flat``, one 1-D storage (made by :func:`packed`).
+
+    Pickled (as a loader worker's result is), it crosses as ``flat`` and the views' layout; a dict whose
+    values were replaced by other tensors pickles as a plain dict.
+    """
+
+    flat: Tensor | None = None
+
+    def __reduce__(self):
+        if self.flat is None or not all(_is_view_of(value, self.flat) for value in self.values()):
+            return dict, (dict(self),)
+        layout = [(key, value.storage_offset(), tuple(value.shape)) for key, value in self.items()]
+        return _views, (self.flat, layout)
+
+
+def packed(shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype = torch.float32) -> PackedBatch:
+    """Empty contiguous tensors of ``shapes`` (key -> shape), views of one storage: in shared memory when
+    made in a loader worker, where it is bound for the training process."""
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    flat = _shared(sum(sizes), dtype) if get_worker_info() is not None else torch.empty(sum(sizes), dtype=dtype)
+    out, start = PackedBatch(), 0
+    for (key, shape), size in zip(shapes.items(), sizes):
+        out[key] = flat[start : start + size].view(shape)
+        start += size
+    out.flat = flat
+    return out
+
+
+def packed_copy(tensors: Mapping[str, Tensor]) -> PackedBatch:
+    """``tensors`` (one dtype) copied into a :class:`PackedBatch`."""
+    dtype = next(iter(tensors.values())).dtype
+    out = packed({key: tuple(value.shape) for key, value in tensors.items()}, dtype)
+    for key, value in tensors.items():
+        out[key].copy_(value)
+    return out
+
+
+def collated(batch: PackedBatch) -> PackedBatch:
+    """The DataLoader ``collate_fn`` of this package's datasets: their ``__getitems__`` returns the batch made."""
+    return batch
+
+
+def _shared(numel: int, dtype: torch.dtype) -> Tensor:
+    # Allocated in shared memory at once, as torch's default_collate does in workers: sharing an ordinary
+    # tensor when it is pickled would copy it there.
+    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    return torch.empty(0, dtype=dtype).set_(storage, 0, (numel,))
+
+
+def _is_view_of(tensor: Tensor, flat: Tensor) -> bool:
+    return isinstance(tensor, Tensor) and tensor.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr()
+
+
+def _views(flat: Tensor, layout: list[tuple[str, int, tuple[int, ...]]]) -> dict[str, Tensor]:
+    """The dict a :class:`PackedBatch` pickled as: each ``(key, offset, shape)`` a view of ``flat``."""
+    return {key: flat[offset : offset + math.prod(shape)].view(shape) for key, offset, shape in layout}
