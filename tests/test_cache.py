@@ -3,10 +3,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 
 from fgbg.data import cache
 from fgbg.data.batch import COMPOSITE
 from fgbg.data.dataset import ZipSampleDataset
+from fgbg.errors import ConfigError
 from fgbg.format.locks import sole_writer
 from tests.helpers.configs import datamodule
 
@@ -35,6 +37,30 @@ def test_cached_items_equal_the_decoded_ones(data_dir, overrides):
     # The training loaders' first batches: both seeded alike, so the same samples.
     batch_a, batch_b = next(iter(decoded.train_dataloader())), next(iter(cached.train_dataloader()))
     assert_same_items(batch_a, batch_b)
+
+
+@pytest.mark.parametrize("overrides", [[], ["data.grayscale=false", "data.normalize=true"]])
+def test_the_cache_on_a_device_gives_the_batches_of_the_cache(data_dir, overrides):
+    cached = datamodule(data_dir, "data.cache=true", *overrides)
+    part = cached.parts["val"]
+    # The device path, on the CPU here: the same code as on a GPU.
+    on_device = cache.DeviceCachedDataset(part.folder, part.samples, part.preprocessing, part.has_depth, "cpu")
+    indices = [5, 0, 5, len(part) - 1]
+    assert_same_items(on_device.__getitems__(indices), part.__getitems__(indices))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.cache_device=cuda"], "data.cache_device=cuda: needs data.cache=true"),
+        (["data.cache=true", "data.cache_device=cuda", "data.num_workers=2"], "set data.num_workers=0 or auto"),
+        (["data.cache=true", "data.cache_device=gpu"], "data.cache_device='gpu': expected cpu or a torch device"),
+    ],
+)
+def test_bad_cache_devices_name_the_key(data_dir, overrides, message):
+    with pytest.raises(InstantiationException) as error:
+        datamodule(data_dir, *overrides)
+    assert isinstance(error.value.__cause__, ConfigError) and message in str(error.value.__cause__)
 
 
 def test_a_batch_is_its_items(data_dir):

@@ -26,6 +26,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
@@ -193,3 +194,31 @@ class CachedSampleDataset(PixelDataset):
         pixels = {key: self._array(key)[rows] for key in per_sample(self.has_depth)}
         pixels[BACKGROUND] = self._array(BACKGROUND)[self.bg_rows[rows]]
         return pixels
+
+
+class DeviceCachedDataset(CachedSampleDataset):
+    """:class:`CachedSampleDataset` with the cache's arrays moved to ``device`` (a GPU) once: a batch is gathered
+    and made float there, so that a GPU fast enough to outrun decoding is fed at the speed of indexing.
+
+    Items equal :class:`CachedSampleDataset`'s. Read in the training process only (``num_workers=0``): a CUDA
+    tensor does not cross into loader workers, and nothing is left for them to do. The arrays take
+    ``samples x (composite, mask, depth)`` bytes of device memory: about 20 kB per sample at 64x64 in colour.
+    """
+
+    def __init__(self, folder: Path, samples: np.ndarray, preprocessing: Preprocessing, has_depth: bool, device: str):
+        super().__init__(folder, samples, preprocessing, has_depth)
+        self.device = torch.device(device)
+        self._on_device: dict[str, torch.Tensor] = {}
+        self._device_rows = torch.from_numpy(self.rows).to(self.device)
+        self._device_bg_rows = torch.from_numpy(self.bg_rows).to(self.device)
+
+    def _tensor(self, key: str) -> torch.Tensor:
+        if key not in self._on_device:
+            self._on_device[key] = torch.from_numpy(np.array(self._array(key))).to(self.device)  # a writable copy
+        return self._on_device[key]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        rows = self._device_rows[torch.as_tensor(indices, device=self.device)]
+        pixels = {key: self._tensor(key)[rows] for key in per_sample(self.has_depth)}
+        pixels[BACKGROUND] = self._tensor(BACKGROUND)[self._device_bg_rows[rows]]
+        return self.preprocessing.torch_tensors(pixels)

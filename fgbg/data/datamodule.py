@@ -13,13 +13,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from fgbg.data.cache import CachedSampleDataset, build
+from fgbg.data.cache import CachedSampleDataset, DeviceCachedDataset, build
 from fgbg.data.dataset import BAD_SAMPLE_CHOICES, PixelDataset, ZipSampleDataset
 from fgbg.data.index import Selection, select, split
 from fgbg.data.packed import collated
 from fgbg.data.perturb import PerturbedDataset, PlatePerturbation, normalised, unnormalised
 from fgbg.data.transforms import Preprocessing
-from fgbg.data.workers import available_cores
+from fgbg.data.workers import AUTO, available_cores
 from fgbg.data.workers import num_workers as resolved_workers
 from fgbg.errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 
@@ -86,6 +86,8 @@ class ZipDataModule(L.LightningDataModule):
             for the machine); ``num_workers`` holds the number.
         cache: decode the strategy's samples once into memory-mapped uint8 arrays under
             ``data_dir/cache/`` and read them from there (see :mod:`fgbg.data.cache`).
+        cache_device: ``cpu``, or a device (``cuda``) that the cache's arrays move to once, where batches are
+            then gathered (:class:`~fgbg.data.cache.DeviceCachedDataset`; ``num_workers`` 0).
         on_bad_sample: ``raise`` or ``skip`` (and count) samples whose images are corrupt, when reading the zips.
         seed: the training order's (a permutation per epoch, drawn from ``seed + epoch``).
         perturbation: the :class:`~fgbg.data.perturb.PlatePerturbation` of ``augment`` and ``perturbed_eval``.
@@ -114,6 +116,7 @@ class ZipDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int | str,
         cache: bool,
+        cache_device: str,
         on_bad_sample: str,
         seed: int,
         perturbation: PlatePerturbation | None,
@@ -128,8 +131,9 @@ class ZipDataModule(L.LightningDataModule):
             {"image_size": image_size, "grayscale": grayscale, "normalize": normalize, "stats": stats}
         )
         self.batch_size = check_int("data.batch_size", batch_size, 1)
-        self.num_workers = resolved_workers(num_workers)
-        self.cache = cache
+        self.cache, self.cache_device = cache, _checked_cache_device(cache, cache_device, num_workers)
+        # The cache on a device is read in the training process: no worker would have anything to do.
+        self.num_workers = 0 if self.cache_device != "cpu" else resolved_workers(num_workers)
         self.on_bad_sample = check_choice("data.on_bad_sample", on_bad_sample, BAD_SAMPLE_CHOICES)
         self.seed = check_seed(seed, "data.seed")
         for key, value in (("augment", augment), ("perturbed_eval", perturbed_eval)):
@@ -164,20 +168,25 @@ class ZipDataModule(L.LightningDataModule):
         self.split_description = {"strategy": self.strategy, "data_dir": str(self.data_dir), **self.split_description}
         if self.cache:
             folder = self._build_cache(*selection)
-            read = CachedSampleDataset
-            self.parts = {name: read(folder, part, self.preprocessing, self.has_depth) for name, part in parts.items()}
+            self.parts = {name: self._cached(folder, part) for name, part in parts.items()}
         else:
             self.parts = {
                 name: ZipSampleDataset(selection.zips, part, self.preprocessing, self.on_bad_sample, self.has_depth)
                 for name, part in parts.items()
             }
 
+    def _cached(self, folder: Path, samples) -> CachedSampleDataset:
+        if self.cache_device == "cpu":
+            return CachedSampleDataset(folder, samples, self.preprocessing, self.has_depth)
+        return DeviceCachedDataset(folder, samples, self.preprocessing, self.has_depth, self.cache_device)
+
     def _loader_args(self) -> dict:
         return {
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
             "persistent_workers": self.num_workers > 0,
-            "pin_memory": torch.cuda.is_available(),
+            # Batches of the cache on a device are there already.
+            "pin_memory": torch.cuda.is_available() and self.cache_device == "cpu",
             "collate_fn": collated,
         }
 
@@ -219,6 +228,23 @@ class ZipDataModule(L.LightningDataModule):
             return batch
         stats, gray = self.preprocessing.stats, self.preprocessing.grayscale
         return normalised(self.perturbation(unnormalised(batch, stats), train=True, gray=gray), stats)
+
+
+def _checked_cache_device(cache: bool, device: str, num_workers) -> str:
+    """``data.cache_device``: ``cpu`` or a torch device for the cache (``data.cache=true``), read without workers."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"data.cache_device={device!r}: expected cpu or a torch device such as cuda ({error})") from None
+    if kind == "cpu":
+        return "cpu"
+    if not cache:
+        raise ConfigError(f"data.cache_device={device}: needs data.cache=true (it moves the decoded cache there)")
+    if num_workers not in (0, AUTO):
+        raise ConfigError(
+            f"data.cache_device={device} reads batches in the training process: set data.num_workers=0 or auto"
+        )
+    return device
 
 
 def _checked_split(split: dict) -> dict:

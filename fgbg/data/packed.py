@@ -33,11 +33,16 @@ class PackedBatch(dict):
         return _views, (self.flat, layout)
 
 
-def packed(shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype = torch.float32) -> PackedBatch:
-    """Empty contiguous tensors of ``shapes`` (key -> shape), views of one storage: in shared memory when
-    made in a loader worker, where it is bound for the training process."""
+def packed(
+    shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> PackedBatch:
+    """Empty contiguous tensors of ``shapes`` (key -> shape) on ``device`` (default: the CPU), views of one
+    storage: in shared memory when made in a loader worker, where it is bound for the training process."""
     sizes = [math.prod(shape) for shape in shapes.values()]
-    flat = _shared(sum(sizes), dtype) if get_worker_info() is not None else torch.empty(sum(sizes), dtype=dtype)
+    if get_worker_info() is not None and torch.device(device or "cpu").type == "cpu":
+        flat = _shared(sum(sizes), dtype)
+    else:
+        flat = torch.empty(sum(sizes), dtype=dtype, device=device)
     out, start = PackedBatch(), 0
     for (key, shape), size in zip(shapes.items(), sizes):
         out[key] = flat[start : start + size].view(shape)
@@ -47,9 +52,9 @@ def packed(shapes: Mapping[str, tuple[int, ...]], dtype: torch.dtype = torch.flo
 
 
 def packed_copy(tensors: Mapping[str, Tensor]) -> PackedBatch:
-    """``tensors`` (one dtype) copied into a :class:`PackedBatch`."""
-    dtype = next(iter(tensors.values())).dtype
-    out = packed({key: tuple(value.shape) for key, value in tensors.items()}, dtype)
+    """``tensors`` (one dtype, on one device) copied into a :class:`PackedBatch` there."""
+    first = next(iter(tensors.values()))
+    out = packed({key: tuple(value.shape) for key, value in tensors.items()}, first.dtype, first.device)
     for key, value in tensors.items():
         out[key].copy_(value)
     return out

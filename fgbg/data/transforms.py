@@ -151,6 +151,22 @@ class Preprocessing:
             _unit(pixels[DEPTH], out[DEPTH].numpy()[..., 0, :, :])
         return out
 
+    def torch_tensors(self, pixels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`tensors` of resized uint8 pixels held in torch tensors, computed where they are (the decoded
+        cache on a GPU): the same values."""
+        out = {}
+        for key in INPUTS:
+            image = pixels[key].float().div_(255)
+            image = image.unsqueeze(-3) if self.grayscale else image.movedim(-1, -3)
+            if self.stats is not None:
+                category = self.stats[INPUT_CATEGORIES[key]]
+                image = (image - category["mean"]) / category["std"]
+            out[key] = image.expand(*image.shape[:-3], 3, *image.shape[-2:]).contiguous()
+        out[MASK] = (pixels[MASK] > 127).float().unsqueeze(-3)
+        if DEPTH in pixels:
+            out[DEPTH] = pixels[DEPTH].float().div_(255).unsqueeze(-3)
+        return out
+
     def inputs(self, background: np.ndarray, composite: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Decoded pixels of the inputs (``image``), ``(B, H, W[, 3])`` each -> ``background``, ``composite``
         ``(B, C, S, S)``: the tensors training makes of the same pixels, without targets."""
