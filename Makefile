@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # data/sample_small under conf/paths/default.yaml's data_dir, where conf/experiment/quickstart.yaml reads it.
 SAMPLE := $${paths.data_dir}/sample_small
 
-.PHONY: help setup test train sample generate bench demo clean
+.PHONY: help setup test train sample generate bench bench-gpu demo clean
 
 # The newest training run's checkpoint (run folders are named by time), for make demo; or make demo CKPT=<path>.
 CKPT ?= $(lastword $(sort $(wildcard outputs/train/*/checkpoints/last.ckpt)))
@@ -42,6 +42,10 @@ generate: setup  ## the full sample dataset (data/sample, 400,000 composites)
 # A few minutes on 2 cores; `$(BIN)/python -m bench.run --quick` is a sanity run that only prints.
 bench: setup  ## speed against the source document's approach (bench/RESULTS.md)
 	$(BIN)/python -m bench.run
+
+# Loader, model and end-to-end rates per model on one GPU, in bf16 with channels_last; within 8 minutes.
+bench-gpu: setup  ## the GPU bench: which limits training on a GPU, loader or model (bench/RESULTS_GPU.md)
+	$(BIN)/python -m bench.run --gpu --results bench/RESULTS_GPU.md
 
 # A local web page: pick or upload a background and a composite, see the predicted mask and depth.
 demo: setup  ## the demo page for the newest run's checkpoint (or CKPT=<path>)

@@ -60,11 +60,19 @@ def _cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
-def machine() -> str:
+def _load(average: tuple[float, float, float]) -> str:
+    return " / ".join(f"{x:.1f}" for x in average)
+
+
+def machine(load_at_start: tuple[float, float, float] | None = None) -> str:
+    """The machine, its packages, and its load average (``os.getloadavg()``) at the start of a run (when given)
+    and at its end: what the timings shared the CPU with."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    load = f"{_load(os.getloadavg())} at the end"
+    if load_at_start is not None:
+        load = f"{_load(load_at_start)} at the start, {load}"
     packages = ", ".join(f"{p} {version(p)}" for p in ("torch", "numpy", "pillow", "simplejpeg", "torchvision"))
     return (
         f"{platform.node()}: {_cpu_model()}, {os.cpu_count()} cores, GPU: {gpu}; Python {platform.python_version()}; "
-        f"{packages}; load average (1/5/15 min) at the end: {load}; {time.strftime('%Y-%m-%d %H:%M')}"
+        f"{packages}; load average (1/5/15 min): {load}; {time.strftime('%Y-%m-%d %H:%M')}"
     )

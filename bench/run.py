@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, default_collate
 
+import fgbg.run_dirs  # noqa: F401  (registers the resolvers the composed configs use)
 from bench.report import Row, machine, table
 from bench.seed_baselines import MasterDataset, generate_fg_bg_images_jpg, map_names, seed_transform
 from fgbg.build.batch_zip import Settings
@@ -55,6 +56,7 @@ from fgbg.format.names import (
     zip_name,
 )
 from fgbg.format.writer import atomic_zip
+from fgbg.tasks.calibrated import fitted_without_gradients
 from fgbg.training.module import build_module
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,7 @@ CONF = ROOT / "conf"
 SEED_QUALITY = 75  # PIL's default JPEG quality, which the seed's loop saved with
 BATCH_SIZE = 16  # the seed's DataLoader
 PLACEMENTS = Settings().placements  # conf/generate.yaml's, held equal by a test
+WORKERS = (0, 1, 2)  # the loading rows' loader worker counts
 SEED_ROOT = "/content/gdrive/My Drive/MASK1/batch_images1"  # the seed's folder, for names of its length
 
 
@@ -292,8 +295,8 @@ def _decode_floor(datamodule, n: int = 500) -> float:
 
 
 def _loading_rows(seed_dataset, datamodule, sizes: Sizes, title: str, note: str, rows: list[Row]) -> None:
-    """Rows of one loader against the seed's, with 0 and 2 workers; ``title`` has a ``{workers}`` field."""
-    for workers in (0, 2):
+    """Rows of one loader against the seed's, with 0, 1 and 2 workers; ``title`` has a ``{workers}`` field."""
+    for workers in WORKERS:
         _say(title.format(workers=workers) + " ...")
         seed = _rate(_seed_loader(seed_dataset, workers), sizes.load_samples)
         datamodule.num_workers = workers
@@ -313,11 +316,11 @@ def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> 
         f"extracted loose files; ours: the DataModule on the zips; decode-only floor {floor:,.0f}/s per core"
     )
     _loading_rows(seed_dataset, datamodule, sizes, "3 Loading, {workers} workers: bg, fg_bg, mask, depth at 64x64", plain_note, rows)
-    cached = instantiate(_data_config(data_dir, sizes, "data.cache=true", "data.num_workers=2").data)
+    cached = instantiate(_data_config(data_dir, sizes, "data.cache=true").data)
     build = _timed(cached.setup)
     cached_note = (
         f"cache built once in {build:.1f} s (all {sum(len(p) for p in cached.parts.values()):,} "
-        "samples of the strategy, 2 workers); memory-mapped uint8"
+        "samples of the strategy, on every core); memory-mapped uint8"
     )
     _loading_rows(seed_dataset, cached, sizes, "3c Loading from the decoded cache (data.cache=true), {workers} workers", cached_note, rows)
     return seed_dataset
@@ -326,63 +329,96 @@ def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> 
 # 4. Training --------------------------------------------------------------------------------------
 
 
-def _train_rate(module, loader: DataLoader, device: torch.device, sizes: Sizes) -> tuple[float, float]:
-    """Samples per second of training steps fed by ``loader``, and the fraction of time spent waiting for data."""
-    optimizer = module.configure_optimizers()["optimizer"]
-    module.train()
+@dataclass
+class _Feed:
+    """One side of a training row: its loader, whether its step runs in bf16 autocast, and what it measured."""
 
-    def step(batch) -> None:
-        # The seed's loader gives its targets 3 channels (Grayscale(3) on every image); the loss takes one.
-        batch = {k: (v[:, :1] if k in TARGETS else v).to(device, non_blocking=True) for k, v in batch.items()}
+    loader: DataLoader
+    bf16: bool
+    iterator: object = None
+    seconds: float = 0.0
+    waiting: float = 0.0
+    samples: int = 0
+
+    def done(self, sizes: Sizes) -> bool:
+        return self.samples >= sizes.train_steps * BATCH_SIZE and self.seconds >= sizes.train_seconds
+
+    def next_batch(self) -> dict:
+        if self.iterator is None:
+            self.iterator = iter(self.loader)
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.loader)
+            return next(self.iterator)
+
+
+def _step(module, optimizer, batch: dict, device: torch.device, bf16: bool) -> None:
+    """One training step as Lightning's would take it: forward (in bf16 autocast when ``bf16``), loss, backward, step."""
+    # The seed's loader gives its targets 3 channels (Grayscale(3) on every image); the loss takes one.
+    batch = {k: (v[:, :1] if k in TARGETS else v).to(device, non_blocking=True) for k, v in batch.items()}
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         mask_logits, depth = module(batch[BACKGROUND], batch[COMPOSITE])
         loss = module.loss(mask_logits, depth, *(batch[k] for k in TARGETS))["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    it = iter(loader)
+
+def _train_rates(module, feeds: dict[str, _Feed], device: torch.device, sizes: Sizes) -> None:
+    """Training steps fed by each of ``feeds`` in turn, a round of steps each until every feed has ``train_steps``
+    and ``train_seconds``: alternating, so that the machine's drift falls on all alike. Fills each feed's figures."""
+    optimizer = module.configure_optimizers()["optimizer"]
+    module.train()
     if sizes.train_steps > 1:
-        step(next(it))  # warm-up: first-call allocations, worker start-up
-    waiting = samples = steps = 0
-    start = time.perf_counter()
-    while steps < sizes.train_steps or time.perf_counter() - start < sizes.train_seconds:
-        before = time.perf_counter()
-        batch = next(it)
-        waiting += time.perf_counter() - before
-        step(batch)
-        samples, steps = samples + len(batch[BACKGROUND]), steps + 1
-    elapsed = time.perf_counter() - start
-    return samples / elapsed, waiting / elapsed
+        for feed in feeds.values():  # warm-up: first-call allocations, worker start-up
+            _step(module, optimizer, feed.next_batch(), device, feed.bf16)
+    while not all(f.done(sizes) for f in feeds.values()):
+        for feed in feeds.values():
+            start = time.perf_counter()
+            batch = feed.next_batch()
+            waited = time.perf_counter()
+            _step(module, optimizer, batch, device, feed.bf16)
+            feed.seconds += time.perf_counter() - start
+            feed.waiting += waited - start
+            feed.samples += len(batch[BACKGROUND])
 
 
 def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, rows: list[Row]) -> None:
-    """Rows 4: every model in conf/model/, fed by our loader and (full run) by the seed's, 2 workers each."""
+    """Rows 4: every model in conf/model/ trained end to end as shipped (the DataModule at its default
+    ``num_workers``, the default precision) against the seed's pipeline (its DataLoader as the document
+    printed it, no workers, float32), steps alternating between the two (full run)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for path in sorted((CONF / "model").glob("*.yaml")):
         name = path.stem
         _say(f"training: {name} on {device} ...")
-        cfg = _data_config(data_dir, sizes, f"model={name}", "data.num_workers=2")
+        cfg = _data_config(data_dir, sizes, f"model={name}")
         try:
             datamodule = instantiate(cfg.data)
             datamodule.setup()
             module = build_module(cfg).to(device)
-            ours, ours_wait = _train_rate(module, datamodule.train_dataloader(), device, sizes)
-            seed = seed_wait = None
+            if fitted_without_gradients(module.net):  # calibrated, not trained (model=subtraction)
+                continue
+            feeds = {"ours": _Feed(datamodule.train_dataloader(), cfg.trainer.precision == "bf16-mixed")}
             if sizes.seed_training:
-                seed, seed_wait = _train_rate(module, _seed_loader(seed_dataset, 2), device, sizes)
+                feeds["seed"] = _Feed(_seed_loader(seed_dataset, 0), False)
+            _train_rates(module, feeds, device, sizes)
         except Exception as error:  # a model that cannot run here is reported, not fatal to the bench
-            rows.append(Row(f"4 Training step, {name} ({device.type})", "samples/s", None, None, note=f"failed: {error!r}"))
+            rows.append(Row(f"4 Training end to end, {name} ({device.type})", "samples/s", None, None, note=f"failed: {error!r}"))
             continue
-        waits = f"waiting for data: ours {ours_wait:.0%}" + (f", seed {seed_wait:.0%}" if seed_wait is not None else "")
+        rate = {side: f.samples / f.seconds for side, f in feeds.items()}
+        waits = ", ".join(f"{side} {f.waiting / f.seconds:.0%}" for side, f in feeds.items())
         rows.append(
             Row(
-                f"4 Training step, {name} ({device.type}, batch {BATCH_SIZE}, 64x64)",
+                f"4 Training end to end, {name} ({device.type}, batch {BATCH_SIZE}, 64x64)",
                 "samples/s",
-                seed,
-                ours,
-                note=f"forward + loss + backward + SGD step, 2 loader workers; {waits}",
+                rate.get("seed"),
+                rate["ours"],
+                1.0,
+                f"forward + loss + backward + step; ours: {datamodule.num_workers} loader workers (data.num_workers=auto), "
+                f"precision {cfg.trainer.precision}; seed: its DataLoader (no workers), float32; waiting for data: {waits}",
             )
         )
 
@@ -420,6 +456,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a sanity run (prints only)")
     parser.add_argument("--results", type=Path, help="write the table here (default: bench/RESULTS.md for a full run)")
     parser.add_argument("--work", type=Path, help="folder for the data made (default: a temporary one, removed)")
+    parser.add_argument("--gpu", action="store_true", help="the GPU bench instead: python -m bench.gpu --help")
+    argv = sys.argv[1:] if argv is None else argv
+    if "--gpu" in argv:  # the GPU bench takes these options and its own
+        from bench import gpu
+
+        gpu.main([a for a in argv if a != "--gpu"])
+        return
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     results = args.results or (None if args.quick else ROOT / "bench" / "RESULTS.md")
@@ -428,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="fgbg-bench-", dir=args.work))
     try:
         rows: list[Row] = []
-        started = time.perf_counter()
+        started, load_at_start = time.perf_counter(), os.getloadavg()
         data_dir = bench_generation(sizes, cores, work, rows)
         bench_mapping(sizes, work, rows)
         seed_dataset = bench_loading(data_dir, sizes, work, rows)
@@ -437,8 +480,8 @@ def main(argv: list[str] | None = None) -> None:
         took = time.perf_counter() - started
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    command = "python -m bench.run" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-    text = f"Command: `{command}` ({took:.0f} s)\n\nMachine: {machine()}\n\n{table(rows)}\n"
+    command = "python -m bench.run" + "".join(f" {a}" for a in argv)
+    text = f"Command: `{command}` ({took:.0f} s)\n\nMachine: {machine(load_at_start)}\n\n{table(rows)}\n"
     print(text)
     if results is not None:
         results.write_text(f"# make bench: results of the last run\n\n{text}\n{profile}")
