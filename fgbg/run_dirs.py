@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fgbg import hardware  # noqa: F401  (registers ${fgbg.precision:...}, trainer.precision's default)
 from fgbg.upgrade import upgraded_run_config
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -25,10 +26,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from fgbg.data.index import held_out_parts
 from fgbg.data.locate import check_data
 from fgbg.errors import check_seed
+from fgbg.hardware import use_channels_last
 from fgbg.run_dirs import METRICS_FILE, Summary, command_line_overrides, override_key, save_config, with_run_config
 from fgbg.tasks.calibrated import calibrate, fitted_without_gradients, last_checkpoint
 from fgbg.training.callbacks import CleanExit, PredictionGrid, RngState, SplitFile
-from fgbg.training.module import build_module, read_checkpoint
+from fgbg.training.module import MaskDepthModule, build_module, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -88,31 +90,51 @@ def train(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, 
     return metrics
 
 
+def speed_options(cfg: DictConfig, trainer: L.Trainer, module: MaskDepthModule) -> None:
+    """Set ``module`` up, in place, for the step ``cfg`` asks for: the memory format of ``cfg.channels_last`` on the
+    trainer's device (:func:`~fgbg.hardware.use_channels_last`); its net compiled when ``cfg.compile``.
+
+    Converting the weights is enough: a convolution with channels_last weights gives channels_last activations,
+    and the layers after it keep them. Only the net is compiled (``nn.Module.compile``: its state dict keeps its
+    keys), not the module, whose steps Lightning would then trace with the loss and the metrics. A run config of
+    before these options lacks them: it ran contiguous and eager.
+    """
+    if use_channels_last(cfg.get("channels_last", False), module.net, trainer.strategy.root_device.type):
+        module.to(memory_format=torch.channels_last)
+    if cfg.get("compile", False):
+        module.net.compile()
+
+
 @rank_zero_only
 def _record_config(cfg: DictConfig) -> None:
     """Save the config this run trains with (a resumed run's too: in place of Hydra's copy of the command line's)
     as the run folder's, its data's location made absolute: ``paths`` follow the folder a later command starts
-    in, but the data of this run stay where they are."""
+    in, but the data of this run stay where they are. The precision is recorded as this machine resolved it
+    (``${fgbg.precision:...}``, fgbg/hardware.py): a resume elsewhere trains on in the same one."""
     recorded = copy.deepcopy(cfg)
     with open_dict(recorded):
         recorded.data.data_dir = str(Path(cfg.data.data_dir).resolve())
+        recorded.trainer.precision = cfg.trainer.precision
     save_config(recorded, cfg.paths.output_dir)
 
 
 def _fit_and_test(
     cfg: DictConfig, trainer: L.Trainer, module, datamodule, clean_exit: CleanExit
 ) -> tuple[dict[str, float], float]:
-    """Fit, then test the best checkpoint when ``cfg.test``; the logged metrics and the fit's seconds.
+    """Fit (with the :func:`speed_options`), then test the best checkpoint when ``cfg.test`` (in contiguous
+    memory, as eval.py does); the logged metrics and the fit's seconds.
 
     A run stopped by a signal returns what it logged before the stop."""
     metrics: dict[str, float] = {}
     started, fit_seconds = time.perf_counter(), None
     try:
+        speed_options(cfg, trainer, module)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = time.perf_counter() - started
         metrics = _logged(trainer)
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            module.to(memory_format=torch.contiguous_format)  # scored as eval.py scores: NHWC rounds otherwise
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
             metrics |= _logged(trainer, "test")
     except SystemExit:

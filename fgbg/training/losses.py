@@ -7,12 +7,17 @@ up to a scale and shift per image: MiDaS' scale-and-shift-invariant terms (Ranft
 
 Data without depth maps trains the mask alone: ``forward(..., depth=None, depth_target=None)`` skips the
 depth terms.
+
+The loss is computed in float32 whatever precision the model ran in (:func:`in_float32`): under bf16 autocast
+(``trainer.precision=bf16-mixed``) kornia's SSIM convolutions would run in bfloat16, whose 8-bit mantissa
+rounds the local variances SSIM divides by, and the sums of BCE and Dice over a batch would lose digits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +27,7 @@ from torch import Tensor, nn
 from fgbg.errors import ConfigError
 
 Term = Callable[[Tensor, Tensor], Tensor]
+T = TypeVar("T")
 
 # Laplace smoothing: an image with no foreground, predicted empty, scores 0, and the ratio never divides by 0.
 DICE_SMOOTH = 1.0
@@ -32,6 +38,14 @@ SSI_SCALES = 4
 # Below this variance a prediction is flat: the least-squares scale is undefined, taken as 0 (float32 rounding
 # leaves ~1e-16 on a constant image; one grey level of spread is ~1e-5).
 FLAT_VARIANCE = 1e-10
+
+
+def in_float32(fn: Callable[..., T], *tensors: Tensor | None) -> T:
+    """``fn(*tensors)`` with autocast off on their device and floating tensors as float32 (None passed as is):
+    how the loss and the held-out metrics see a model's bf16 outputs. A no-op for float32 inputs without autocast."""
+    device = next(t.device.type for t in tensors if t is not None)
+    with torch.autocast(device, enabled=False):
+        return fn(*(t.float() if t is not None and t.is_floating_point() else t for t in tensors))
 
 
 def dice_loss(logits: Tensor, target: Tensor, smooth: float = DICE_SMOOTH) -> Tensor:
@@ -159,9 +173,15 @@ class MaskDepthLoss(nn.Module):
         """Mask logits, depth and their targets, ``(B, 1, H, W)`` each -> scalars.
 
         Returns ``loss`` (the total), ``loss_mask`` and ``loss_depth`` (weighted sums), and every term
-        unweighted as ``mask/<name>`` and ``depth/<name>``. Without depth (``depth_target`` None: data without
-        depth maps) the depth terms and ``loss_depth`` are left out and ``loss`` is ``loss_mask``.
+        unweighted as ``mask/<name>`` and ``depth/<name>``, in float32 (:func:`in_float32`). Without depth
+        (``depth_target`` None: data without depth maps) the depth terms and ``loss_depth`` are left out and
+        ``loss`` is ``loss_mask``.
         """
+        return in_float32(self._terms, mask_logits, depth, mask_target, depth_target)
+
+    def _terms(
+        self, mask_logits: Tensor, depth: Tensor | None, mask_target: Tensor, depth_target: Tensor | None
+    ) -> dict[str, Tensor]:
         zero = mask_logits.new_zeros(())
         mask_values = {name: fn(mask_logits, mask_target) for name, (fn, _) in self.mask_terms.items()}
         loss_mask = sum((w * mask_values[name] for name, (_, w) in self.mask_terms.items()), zero)

@@ -28,7 +28,7 @@ from fgbg.data.datamodule import EVAL_VARIANTS
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import FgbgError
 from fgbg.training.depth_metrics import depth_space
-from fgbg.training.losses import MaskDepthLoss
+from fgbg.training.losses import MaskDepthLoss, in_float32
 from fgbg.training.metrics import MaskDepthMetrics
 from fgbg.upgrade import moved_targets, upgraded_model
 
@@ -144,7 +144,8 @@ class MaskDepthModule(L.LightningModule):
         )
         if not train:
             metrics = self.held_out_metrics[stage]
-            metrics.update(mask_logits, depth, batch[MASK], depth_target)
+            # In float32, as the loss: under bf16 autocast SSIM's convolutions would otherwise run in bfloat16.
+            in_float32(metrics.update, mask_logits, depth, batch[MASK], depth_target)
             # Metric objects: Lightning computes them over the epoch (synced by torchmetrics), then resets them.
             for collection in metrics.collections():
                 self.log_dict(collection, on_step=False, on_epoch=True, add_dataloader_idx=False)
