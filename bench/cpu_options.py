@@ -13,37 +13,25 @@ rows 3's). channels_last converts the weights only, as train.py does (the activa
 
 from __future__ import annotations
 
-import copy
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 import fgbg.run_dirs  # noqa: F401  (registers the resolvers the configs read)
 from bench.report import Row, table
+from bench.steps import Option, Stepper
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
-from fgbg.training.module import MaskDepthModule, build_module
+from fgbg.training.module import build_module
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 BATCH_SIZE = 16  # the seed's DataLoader, as rows 4
 MIN_STEPS = 2  # timed steps per side at least: Net takes ~10 s a step on 2 cores, so it gets these two
 # Each model's recipe: the U-Net is trained by experiment=matting; the others by conf/train.yaml's defaults.
 RECIPES = {"unet": ["experiment=matting"]}
-
-
-@dataclass(frozen=True)
-class Option:
-    """A way to run the step; the defaults are the baseline."""
-
-    name: str
-    precision: str = "32-true"
-    channels_last: bool = False
-    compile: bool = False
-    threads: int | None = None  # intra-op threads; None: torch's default
+# Net's steps take ~10 s on 2 cores: only the options its defaults use (the others: python -m bench.cpu_options).
+BENCH_OPTIONS = {"net": ("bf16-mixed", "channels_last + bf16-mixed")}
 
 
 def options() -> list[Option]:
@@ -58,41 +46,6 @@ def options() -> list[Option]:
     ]
 
 
-class Stepper:
-    """One copy of ``module`` with its own optimiser, stepping under ``option`` on ``device``."""
-
-    def __init__(self, module: MaskDepthModule, option: Option, device: torch.device, batch: dict[str, torch.Tensor]):
-        self.option, self.device = option, device
-        self.module = copy.deepcopy(module).to(device)
-        if option.channels_last:
-            self.module.to(memory_format=torch.channels_last)
-        self.batch = {k: v.to(device) for k, v in batch.items()}
-        if option.compile:
-            self.module.net.compile()  # as train.py: the net alone
-        self.optimizer = self.module.configure_optimizers()["optimizer"]
-        mixed = option.precision == "bf16-mixed"
-        self.precision: Precision = MixedPrecision("bf16-mixed", device.type) if mixed else Precision()
-        self.module.train()
-
-    def step(self) -> float:
-        """One training step's seconds."""
-        default_threads = torch.get_num_threads()
-        if self.option.threads:
-            torch.set_num_threads(self.option.threads)
-        start = time.perf_counter()
-        with self.precision.forward_context():
-            mask_logits, depth = self.module(self.batch[BACKGROUND], self.batch[COMPOSITE])
-            loss = self.module.loss(mask_logits, depth, self.batch[MASK], self.batch[DEPTH])["loss"]
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        torch.set_num_threads(default_threads)
-        return seconds
-
-
 def random_batch(side: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """A batch of the training data's shapes: images ``(B, 3, side, side)`` in [0, 1], a 0/1 mask and a depth
     ``(B, 1, side, side)``."""
@@ -101,14 +54,14 @@ def random_batch(side: int, generator: torch.Generator) -> dict[str, torch.Tenso
     return {**images, MASK: mask, DEPTH: torch.rand(BATCH_SIZE, 1, side, side, generator=generator)}
 
 
-def alternated(base: Stepper, option: Stepper, seconds: float) -> tuple[float, float, int]:
+def alternated(base: Stepper, option: Stepper, batch: dict[str, torch.Tensor], seconds: float) -> tuple[float, float, int]:
     """Samples per second of ``base`` and ``option``, stepped in turn until both have had :data:`MIN_STEPS` and
     ``seconds`` have passed; and the steps each had."""
     spent = {base: 0.0, option: 0.0}
     steps = 0
     while steps < MIN_STEPS or sum(spent.values()) < seconds:
         for side in (base, option):
-            spent[side] += side.step()
+            spent[side] += side.step(batch)
         steps += 1
     return BATCH_SIZE * steps / spent[base], BATCH_SIZE * steps / spent[option], steps
 
@@ -118,21 +71,22 @@ def model_config(name: str):
         return compose("train", overrides=[f"model={name}", *RECIPES.get(name, [])])
 
 
-def model_rows(name: str, device: torch.device, seconds: float) -> list[Row]:
-    """Every option of :func:`options` against the baseline on model ``name`` (``conf/model/<name>.yaml``)."""
+def model_rows(name: str, device: torch.device, seconds: float, only: tuple[str, ...] | None = None) -> list[Row]:
+    """Every option of :func:`options` (those named ``only``, when given) against the baseline on model ``name``
+    (``conf/model/<name>.yaml``)."""
     cfg = model_config(name)
     module = build_module(cfg)
     batch = random_batch(cfg.data.image_size, torch.Generator().manual_seed(0))
-    base = Stepper(module, Option("baseline"), device, batch)
-    base.step()  # warm-up: first-call allocations and oneDNN's kernel choices
+    base = Stepper(module, Option("baseline"), device)
+    base.step(batch)  # warm-up: first-call allocations and oneDNN's kernel choices
     rows = []
     for option in options():
-        if option.threads and device.type != "cpu":
+        if (option.threads and device.type != "cpu") or (only is not None and option.name not in only):
             continue
         _say(f"cpu options: {name}, {option.name} ...")
-        stepper = Stepper(module, option, device, batch)
-        warm_up = stepper.step()  # torch.compile compiles here
-        base_rate, rate, steps = alternated(base, stepper, seconds)
+        stepper = Stepper(module, option, device)
+        warm_up = stepper.step(batch)  # torch.compile compiles here
+        base_rate, rate, steps = alternated(base, stepper, batch, seconds)
         compiled = f"; first step (compiling) {warm_up:.0f} s, less with inductor's disk cache warm"
         compiled = compiled if option.compile else ""
         rows.append(
@@ -154,11 +108,16 @@ def trainable(name: str) -> bool:
     return any(p.requires_grad for p in build_module(model_config(name)).net.parameters())
 
 
-def option_rows(device: torch.device, seconds: float) -> list[Row]:
+def option_rows(device: torch.device, seconds: float, every_option: bool = False) -> list[Row]:
     """Rows 5: for each trainable model of ``conf/model/``, each option against the baseline, ``seconds`` (at
-    least :data:`MIN_STEPS` steps a side) per option."""
+    least :data:`MIN_STEPS` steps a side) per option; those of :data:`BENCH_OPTIONS` only, unless ``every_option``."""
     names = [path.stem for path in sorted((CONF / "model").glob("*.yaml"))]
-    return [row for name in names if trainable(name) for row in model_rows(name, device, seconds)]
+    return [
+        row
+        for name in names
+        if trainable(name)
+        for row in model_rows(name, device, seconds, None if every_option else BENCH_OPTIONS.get(name))
+    ]
 
 
 def _say(text: str) -> None:
@@ -166,4 +125,4 @@ def _say(text: str) -> None:
 
 
 if __name__ == "__main__":
-    print(table(option_rows(torch.device("cpu"), float(sys.argv[1]) if len(sys.argv) > 1 else 10.0)))
+    print(table(option_rows(torch.device("cpu"), float(sys.argv[1]) if len(sys.argv) > 1 else 10.0, every_option=True)))

@@ -42,6 +42,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from bench.report import Row, machine, table
 from bench.run import CONF, _data_config, _say, _timed
+from bench.steps import Option, Stepper
 from fgbg.build.batch_zip import Settings
 from fgbg.build.generation import generate
 from fgbg.build.label import label_zip, survey
@@ -55,6 +56,7 @@ from fgbg.format.names import FG_PER_ZIP
 from fgbg.format.zipdir import MemberReader
 from fgbg.training.module import build_module
 
+GPU_STEP = Option("bf16-mixed, channels_last", precision="bf16-mixed", channels_last=True)
 JPEG_QUALITY = 90  # conf/generate.yaml's
 UNTRAINED = {"subtraction"}  # conf/model/ entries without weights: no step to time
 # Both zips' samples, split by foreground and background: longer epochs than 4k/16k's, so that a loader with
@@ -331,20 +333,12 @@ def bench_jpeg(data_dir: Path, sizes: Sizes, device: torch.device, rows: list[Ro
 
 
 def _training_step(module, device: torch.device) -> Callable[[dict], int]:
-    """One training step as train.py's bf16-mixed precision takes it (trainer=gpu), on channels_last tensors:
-    the batch to the device, forward and loss under bf16 autocast, backward, the optimizer's step. The step
-    returns the batch's samples."""
-    module = module.to(device, memory_format=torch.channels_last).train()
-    optimizer = module.configure_optimizers()["optimizer"]
+    """train.py's step in bf16-mixed precision (the GPU default) with channels_last weights (:class:`Stepper`);
+    the step returns the batch's samples."""
+    stepper = Stepper(module, GPU_STEP, device)
 
     def step(batch: dict) -> int:
-        batch = {k: v.to(device, non_blocking=True, memory_format=torch.channels_last) for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            mask_logits, depth = module(batch[BACKGROUND], batch[COMPOSITE])
-            loss = module.loss(mask_logits, depth, batch[MASK], batch[DEPTH])["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        stepper.step(batch)
         return len(batch[BACKGROUND])
 
     return step

@@ -30,14 +30,16 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, default_collate
 
 import fgbg.run_dirs  # noqa: F401  (registers the resolvers the composed configs use)
+from bench.cpu_options import option_rows
 from bench.report import Row, machine, table
 from bench.seed_baselines import MasterDataset, generate_fg_bg_images_jpg, map_names, seed_transform
+from bench.steps import Option, Stepper
 from fgbg.build.batch_zip import Settings
 from fgbg.build.compose import mask_on_black, paste, placements
 from fgbg.build.generation import generate
 from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.sources import SampleScenes
-from fgbg.data.batch import BACKGROUND, COMPOSITE, KEYS, TARGETS
+from fgbg.data.batch import BACKGROUND, KEYS, TARGETS
 from fgbg.data.index import sample_id, select
 from fgbg.data.transforms import decode
 from fgbg.format.names import (
@@ -56,6 +58,7 @@ from fgbg.format.names import (
     zip_name,
 )
 from fgbg.format.writer import atomic_zip
+from fgbg.hardware import use_channels_last
 from fgbg.tasks.calibrated import fitted_without_gradients
 from fgbg.training.module import build_module
 
@@ -77,10 +80,17 @@ class Sizes:
     train_seconds: float  # least time per training row
     train_steps: int  # least steps per training row (after one untimed warm-up step when > 1)
     seed_training: bool  # whether the training rows also run the seed's loader
+    option_seconds: float | None  # least time per step option of rows 5 (None: no rows 5)
 
 
-FULL = Sizes(n_bg=50, map_fgs=10, strategy="16k", load_samples=4000, train_seconds=10, train_steps=2, seed_training=True)
-QUICK = Sizes(n_bg=10, map_fgs=1, strategy="4k", load_samples=400, train_seconds=0, train_steps=1, seed_training=False)
+FULL = Sizes(
+    n_bg=100, map_fgs=10, strategy="16k", load_samples=4000, train_seconds=10, train_steps=2, seed_training=True,
+    option_seconds=6,
+)
+QUICK = Sizes(
+    n_bg=10, map_fgs=1, strategy="4k", load_samples=400, train_seconds=0, train_steps=1, seed_training=False,
+    option_seconds=None,
+)
 
 
 def _timed(fn) -> float:
@@ -123,7 +133,7 @@ def bench_generation(sizes: Sizes, cores: int, work: Path, rows: list[Row]) -> P
     # A zip per core, and at least two: the 4k and 16k strategies validate and test on zip 2's foregrounds.
     n_fg = FG_PER_ZIP * max(cores, 2)
     like = Settings(n_bg=sizes.n_bg, n_fg=n_fg, placements=PLACEMENTS, seed=0, jpeg_quality=SEED_QUALITY)
-    count = n_fg * 2 * sizes.n_bg * PLACEMENTS
+    count, per_zip = n_fg * 2 * sizes.n_bg * PLACEMENTS, like.composites_per_batch(1)
     _say(f"generation: {count:,} composites, ours on {cores} processes ...")
     ours = _timed(lambda: generate(SampleScenes(0), None, work / "ours", like, workers=cores, show_progress=False))
 
@@ -143,7 +153,8 @@ def bench_generation(sizes: Sizes, cores: int, work: Path, rows: list[Row]) -> P
             count / seed,
             count / ours,
             3.5,
-            f"{count:,} composites (2 JPEGs each); seed: PIL paste + save to loose files, 1 process; "
+            f"{count:,} composites (2 JPEGs each), {per_zip:,} per zip (the dataset's zips hold "
+            f"{Settings().composites_per_batch(1):,}); seed: PIL paste + save to loose files, 1 process; "
             f"ours: generate(depth=None) into stored zips, {cores} processes",
         )
     )
@@ -155,7 +166,8 @@ def bench_generation(sizes: Sizes, cores: int, work: Path, rows: list[Row]) -> P
             "composites/s",
             None,
             limit,
-            note=f"{floor * 1e6:.0f} us per composite on one core; ours above reaches {count / ours / limit:.0%} of it",
+            note=f"{floor * 1e6:.0f} us per composite on one core; ours above reaches {count / ours / limit:.0%} of it "
+            "(the rest: rendering the scenes, starting the processes, each zip's directory and fsync)",
         )
     )
 
@@ -278,8 +290,10 @@ def _seed_loader(dataset: MasterDataset, workers: int) -> DataLoader:
 
 
 def _seed_collate(samples: list[dict]) -> dict:
-    """torch's default collation, under the batch contract's keys (renaming costs nothing beside it)."""
-    return {SEED_KEYS[key]: value for key, value in default_collate(samples).items()}
+    """torch's default collation, under the batch contract's keys, the targets' first channel (the seed gave them
+    3, Grayscale(3) on every image; the loss takes one): views, costing nothing beside the collation."""
+    batch = {SEED_KEYS[key]: value for key, value in default_collate(samples).items()}
+    return {key: value[:, :1] if key in TARGETS else value for key, value in batch.items()}
 
 
 def _decode_floor(datamodule, n: int = 500) -> float:
@@ -331,10 +345,10 @@ def bench_loading(data_dir: Path, sizes: Sizes, work: Path, rows: list[Row]) -> 
 
 @dataclass
 class _Feed:
-    """One side of a training row: its loader, whether its step runs in bf16 autocast, and what it measured."""
+    """One side of a training row: its loader, the step it feeds, and what it measured."""
 
     loader: DataLoader
-    bf16: bool
+    stepper: Stepper
     iterator: object = None
     seconds: float = 0.0
     waiting: float = 0.0
@@ -352,59 +366,54 @@ class _Feed:
             self.iterator = iter(self.loader)
             return next(self.iterator)
 
-
-def _step(module, optimizer, batch: dict, device: torch.device, bf16: bool) -> None:
-    """One training step as Lightning's would take it: forward (in bf16 autocast when ``bf16``), loss, backward, step."""
-    # The seed's loader gives its targets 3 channels (Grayscale(3) on every image); the loss takes one.
-    batch = {k: (v[:, :1] if k in TARGETS else v).to(device, non_blocking=True) for k, v in batch.items()}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        mask_logits, depth = module(batch[BACKGROUND], batch[COMPOSITE])
-        loss = module.loss(mask_logits, depth, *(batch[k] for k in TARGETS))["loss"]
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    def step(self) -> None:
+        """A batch and a step on it, timed (the wait for the batch apart too)."""
+        start = time.perf_counter()
+        batch = self.next_batch()
+        self.waiting += time.perf_counter() - start
+        self.stepper.step(batch)
+        self.seconds += time.perf_counter() - start
+        self.samples += len(batch[BACKGROUND])
 
 
-def _train_rates(module, feeds: dict[str, _Feed], device: torch.device, sizes: Sizes) -> None:
-    """Training steps fed by each of ``feeds`` in turn, a round of steps each until every feed has ``train_steps``
-    and ``train_seconds``: alternating, so that the machine's drift falls on all alike. Fills each feed's figures."""
-    optimizer = module.configure_optimizers()["optimizer"]
-    module.train()
+def _train_rates(feeds: dict[str, _Feed], sizes: Sizes) -> None:
+    """Training steps fed by each of ``feeds`` in turn, until every feed has ``train_steps`` and ``train_seconds``:
+    alternating, so that the machine's drift falls on all alike. Fills each feed's figures."""
     if sizes.train_steps > 1:
-        for feed in feeds.values():  # warm-up: first-call allocations, worker start-up
-            _step(module, optimizer, feed.next_batch(), device, feed.bf16)
+        for feed in feeds.values():  # warm-up: first-call allocations, oneDNN's kernel choices, worker start-up
+            feed.stepper.step(feed.next_batch())
     while not all(f.done(sizes) for f in feeds.values()):
         for feed in feeds.values():
-            start = time.perf_counter()
-            batch = feed.next_batch()
-            waited = time.perf_counter()
-            _step(module, optimizer, batch, device, feed.bf16)
-            feed.seconds += time.perf_counter() - start
-            feed.waiting += waited - start
-            feed.samples += len(batch[BACKGROUND])
+            feed.step()
+
+
+def _shipped_step(cfg, module, device: torch.device) -> Option:
+    """How train.py runs ``module``'s step with ``cfg`` on ``device``: its precision and memory format."""
+    channels_last = use_channels_last(cfg.channels_last, module.net, device.type)
+    precision = cfg.trainer.precision
+    return Option(f"{precision}{', channels_last' if channels_last else ''}", precision, channels_last)
 
 
 def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, rows: list[Row]) -> None:
     """Rows 4: every model in conf/model/ trained end to end as shipped (the DataModule at its default
-    ``num_workers``, the default precision) against the seed's pipeline (its DataLoader as the document
-    printed it, no workers, float32), steps alternating between the two (full run)."""
+    ``num_workers``, the step in train.py's default precision and memory format) against the seed's pipeline
+    (its DataLoader as the document printed it, no workers, the step in float32), steps alternating (full run)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for path in sorted((CONF / "model").glob("*.yaml")):
         name = path.stem
-        _say(f"training: {name} on {device} ...")
         cfg = _data_config(data_dir, sizes, f"model={name}")
         try:
             datamodule = instantiate(cfg.data)
             datamodule.setup()
-            module = build_module(cfg).to(device)
+            module = build_module(cfg)
             if fitted_without_gradients(module.net):  # calibrated, not trained (model=subtraction)
                 continue
-            feeds = {"ours": _Feed(datamodule.train_dataloader(), cfg.trainer.precision == "bf16-mixed")}
+            _say(f"training: {name} on {device} ...")
+            shipped = _shipped_step(cfg, module, device)
+            feeds = {"ours": _Feed(datamodule.train_dataloader(), Stepper(module, shipped, device))}
             if sizes.seed_training:
-                feeds["seed"] = _Feed(_seed_loader(seed_dataset, 0), False)
-            _train_rates(module, feeds, device, sizes)
+                feeds["seed"] = _Feed(_seed_loader(seed_dataset, 0), Stepper(module, Option("32-true"), device))
+            _train_rates(feeds, sizes)
         except Exception as error:  # a model that cannot run here is reported, not fatal to the bench
             rows.append(Row(f"4 Training end to end, {name} ({device.type})", "samples/s", None, None, note=f"failed: {error!r}"))
             continue
@@ -417,8 +426,9 @@ def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, ro
                 rate.get("seed"),
                 rate["ours"],
                 1.0,
-                f"forward + loss + backward + step; ours: {datamodule.num_workers} loader workers (data.num_workers=auto), "
-                f"precision {cfg.trainer.precision}; seed: its DataLoader (no workers), float32; waiting for data: {waits}",
+                f"forward + loss + backward + step; ours: {datamodule.num_workers} loader workers "
+                f"(data.num_workers=auto), {shipped.name}; seed: its DataLoader (no workers), float32; "
+                f"waiting for data: {waits}",
             )
         )
 
@@ -476,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
         bench_mapping(sizes, work, rows)
         seed_dataset = bench_loading(data_dir, sizes, work, rows)
         bench_training(data_dir, sizes, seed_dataset, rows)
+        if sizes.option_seconds is not None:
+            rows += option_rows(torch.device("cuda" if torch.cuda.is_available() else "cpu"), sizes.option_seconds)
         profile = "" if args.quick else profiles(data_dir, sizes, work)
         took = time.perf_counter() - started
     finally:
