@@ -39,6 +39,8 @@ HARMLESS_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     # Only for Trainer(logger=True), which the tasks never pass: they pass their loggers, or False.
     r"Starting from v1\.9\.0, `tensorboardX` has been removed",
+    # The model summary counts parameters in float32 when the run is bf16-mixed: its sizes only, not the training.
+    r"Precision bf16-mixed is not supported by the model summary",
 )
 # Lightning's info lines (rank_zero_info, the seed), by the start of their message.
 HARMLESS_LOG_LINES = (

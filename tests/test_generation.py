@@ -1,11 +1,18 @@
 import dataclasses
+import gc
 import inspect
 import io
 import json
+import multiprocessing
+import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from collections import Counter
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -14,11 +21,12 @@ from PIL import Image
 
 from fgbg.build.batch_zip import Settings
 from fgbg.build.compose import flip_horizontal, mask_on_black, placements
-from fgbg.build.generation import generate
+from fgbg.build.generation import _follow, _init_worker, generate
 from fgbg.build.scene_depth import SceneDepth
-from fgbg.build.scenes import background, foreground
+from fgbg.build.scenes import _blend, background, foreground
 from fgbg.errors import EXIT_USER_ERROR, ConfigError
 from fgbg.format import manifest, names, writer, zips
+from fgbg.progress import LogProgress
 from tests.helpers.configs import compose_config
 from tests.helpers.data import SMALL, make_dataset
 from tests.helpers.paths import ROOT
@@ -98,6 +106,48 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_dataset, tmp_path):
         assert path.read_bytes() == (small_dataset / path.name).read_bytes()
     other = make_dataset(tmp_path / "other", Settings(**{**SMALL.__dict__, "seed": 1}), batch=2)
     assert other[0].read_bytes() != (small_dataset / "batch2_images.zip").read_bytes()
+
+
+def test_the_pool_stops_waiting_the_moment_its_last_batch_is_done():
+    futures, progress_queue, bar = [Future(), Future()], queue.Queue(), LogProgress(total=3, disable=True)
+    finished = []
+
+    def workers():
+        progress_queue.put(2)
+        futures[0].set_exception(OSError("disk full"))  # a failed batch ends its wait too
+        progress_queue.put(1)
+        time.sleep(0.01)  # the last batch closes its zip after its last progress report
+        finished.append(time.monotonic())
+        futures[1].set_result("batch2_images.zip")
+
+    thread = threading.Thread(target=workers)
+    thread.start()
+    _follow(futures, progress_queue, bar)
+    waited = time.monotonic() - finished[0]
+    thread.join()
+    assert bar.n == 3
+    assert waited < 0.1  # polling the queue with a timeout waited out the timeout (0.2 s) here
+
+
+def _frozen_in_a_worker(answer) -> None:
+    _init_worker(os.getppid(), None, None)
+    answer.put(gc.get_freeze_count())
+
+
+def test_a_worker_keeps_what_it_inherits_out_of_the_garbage_collector():
+    context = multiprocessing.get_context("fork")
+    answer = context.Queue()
+    worker = context.Process(target=_frozen_in_a_worker, args=(answer,))
+    worker.start()
+    assert answer.get(timeout=30) > 1000  # the test process's objects, never walked by the worker's collections
+    worker.join()
+
+
+def test_a_surface_blended_where_it_is_seen_has_the_full_images_values():
+    rng = np.random.default_rng(0)
+    pattern, seen = rng.uniform(0, 1, (16, 16)).astype(np.float32), rng.uniform(0, 1, (16, 16)) < 0.3
+    base, accent = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    assert np.array_equal(_blend(base, accent, pattern[seen], 0.35), _blend(base, accent, pattern, 0.35)[seen])
 
 
 def test_interrupted_run_resumes_to_identical_bytes(small_dataset, tmp_path, monkeypatch):

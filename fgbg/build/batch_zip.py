@@ -100,23 +100,33 @@ def _write_composites(writer: BatchWriter, job: Job, fg_ids: list[int], progress
     bg_depth_u8 = [job.depth.encode(d) for d in job.scenes.bg_depth] if job.depth else None
     done = 0
     for fg in fg_ids:
+        sides = [_side(job, fg, flip) for flip in (0, 1)]  # once per foreground, not once per background
         for bg in range(1, job.settings.n_bg + 1):
-            for flip in (0, 1):
-                done += _write_placements(writer, job, (fg, bg, flip), bg_depth_u8)
+            for flip, side in enumerate(sides):
+                done += _write_placements(writer, job, (fg, bg, flip), side, bg_depth_u8)
                 if done >= PROGRESS_EVERY:
                     progress(done)
                     done = 0
     progress(done)
 
 
-def _write_placements(writer: BatchWriter, job: Job, pair: tuple[int, int, int], bg_depth_u8: list | None) -> int:
-    """The composites (masks, depth maps) of foreground ``fg`` on background ``bg``, flipped or not, at each
-    seeded placement; ``bg_depth_u8``: each background's encoded depth ``(BG_SIZE, BG_SIZE)``. Returns how many."""
-    fg, bg, flip = pair
+def _side(job: Job, fg: int, flip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Foreground ``fg`` as it is pasted, flipped or not: colour ``(S, S, 3)``, mask ``(S, S)``, relief (None
+    without depth)."""
     rgba, relief = job.scenes.fg_rgba[fg - 1], job.scenes.fg_relief[fg - 1] if job.depth else None
     if flip:
         rgba, relief = flip_horizontal(rgba), flip_horizontal(relief) if job.depth else None
-    mask, rgb = rgba[..., 3] > 0, rgba[..., :3]
+    return rgba[..., :3], rgba[..., 3] > 0, relief
+
+
+def _write_placements(
+    writer: BatchWriter, job: Job, pair: tuple[int, int, int], side: tuple, bg_depth_u8: list | None
+) -> int:
+    """The composites (masks, depth maps) of foreground ``fg`` on background ``bg``, flipped or not, at each
+    seeded placement; ``side``: the foreground as :func:`_side` gives it; ``bg_depth_u8``: each background's
+    encoded depth ``(BG_SIZE, BG_SIZE)``. Returns how many."""
+    fg, bg, flip = pair
+    rgb, mask, relief = side
     size = mask.shape[0]
     offsets = placements(job.settings.seed, fg, bg, flip, job.settings.placements)
     for k, (x, y) in enumerate(offsets, start=1):

@@ -83,18 +83,27 @@ def _walls(rng: np.random.Generator, room: _Room, dx: np.ndarray, dy: np.ndarray
     hit = np.argmin(stack, axis=0)
     depth = np.min(stack, axis=0).astype(np.float32)
     x, y = dx * depth, dy * depth  # world coordinates of each hit point
-    rgb = np.zeros((*dx.shape, 3), np.float32)
     coords = {"floor": (x, depth), "ceiling": (x, depth), "left": (depth, y), "right": (depth, y), "back": (x, y)}
+    colours = np.empty((2, 3, len(surfaces)))  # base and accent, channel, surface
+    pattern = np.empty_like(dx)
     for index, surface in enumerate(surfaces):
         where = hit == index
-        base, accent = _colour(rng), _colour(rng)
-        rgb[where] = _blend(base, accent, _texture(rng, *coords[surface]), 0.35)[where]
-    return rgb, depth
+        colours[..., index] = _colour(rng), _colour(rng)
+        # Textured only where the surface is seen: the same values, at a fraction of a full image's cost.
+        pattern[where] = _texture(rng, *(c[where] for c in coords[surface]))
+    base, accent = ([np.take(channel, hit) for channel in colour] for colour in colours)  # each pixel's surface's
+    return _blend(base, accent, pattern, 0.35, np.float32), depth
 
 
-def _blend(base: np.ndarray, accent: np.ndarray, pattern: np.ndarray, strength: float) -> np.ndarray:
-    """``(H, W, 3)``: colour ``base`` ``(3,)`` blended towards ``accent`` by ``strength * pattern`` ``(H, W)``."""
-    return base[None, None] * (1 - strength * pattern[..., None]) + accent[None, None] * strength * pattern[..., None]
+def _blend(base, accent, pattern: np.ndarray, strength: float, dtype=np.float64) -> np.ndarray:
+    """``(..., 3)`` ``dtype``: colour ``base`` blended towards ``accent`` by ``strength * pattern`` ``(...)``; each of
+    a colour's 3 channels is a number or one per pattern value. Channel by channel: numpy is slow over a last axis
+    of 3."""
+    weight = 1 - strength * pattern
+    out = np.empty((*pattern.shape, 3), dtype)
+    for c, (b, a) in enumerate(zip(base, accent)):
+        out[..., c] = b * weight + a * strength * pattern
+    return out
 
 
 def _furniture(rng: np.random.Generator, room: _Room, dx, dy, rgb: np.ndarray, depth: np.ndarray) -> None:
@@ -107,9 +116,8 @@ def _furniture(rng: np.random.Generator, room: _Room, dx, dy, rgb: np.ndarray, d
         with np.errstate(divide="ignore", invalid="ignore"):
             hx, hy = dx * z, dy * z
         front = (hx >= left) & (hx <= left + width) & (hy <= room.eye) & (hy >= room.eye - tall) & (z < depth)
-        pattern = _texture(rng, hx, hy)
-        block = _blend(_colour(rng), _colour(rng), pattern, 0.3)
-        rgb[front] = block[front]
+        pattern = _texture(rng, hx[front], hy[front])  # drawn before the colours: the order keeps the scene
+        rgb[front] = _blend(_colour(rng), _colour(rng), pattern, 0.3)
         depth[front] = z
 
 
