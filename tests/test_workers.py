@@ -1,10 +1,12 @@
+import sys
+
 import pytest
 from omegaconf import OmegaConf
 
 import fgbg.data.workers as workers
 from fgbg.errors import ConfigError
 from fgbg.tasks.train import train
-from tests.helpers.configs import train_config
+from tests.helpers.configs import datamodule, train_config
 
 
 @pytest.mark.parametrize(
@@ -36,3 +38,22 @@ def test_auto_resolves_to_a_number_recorded_in_the_run_config(small_dataset, tmp
     assert saved.data.num_workers == 1
     logged = OmegaConf.load(tmp_path / "csv" / "hparams.yaml")
     assert logged.data.num_workers == 1
+
+
+@pytest.mark.parametrize("seed_workers", ["0", "1"])
+def test_worker_init_shortens_the_switch_interval_and_seeds_as_lightning_would(monkeypatch, seed_workers):
+    seeded = []
+    monkeypatch.setattr(workers, "pl_worker_init_function", seeded.append)
+    monkeypatch.setenv("PL_SEED_WORKERS", seed_workers)
+    before = sys.getswitchinterval()
+    try:
+        workers.worker_init(3)
+        assert sys.getswitchinterval() == pytest.approx(workers.HANDOVER_SWITCH_INTERVAL)
+    finally:
+        sys.setswitchinterval(before)
+    assert seeded == ([3] if seed_workers == "1" else [])
+
+
+def test_the_training_loader_workers_run_worker_init(small_dataset):
+    dm = datamodule(small_dataset, "data.num_workers=1", "data.batch_size=4")
+    assert dm.train_dataloader().worker_init_fn is workers.worker_init

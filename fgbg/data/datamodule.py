@@ -19,7 +19,7 @@ from fgbg.data.index import Selection, select, split
 from fgbg.data.packed import collated
 from fgbg.data.perturb import PerturbedDataset, PlatePerturbation, normalised, unnormalised
 from fgbg.data.transforms import Preprocessing
-from fgbg.data.workers import AUTO, available_cores
+from fgbg.data.workers import AUTO, available_cores, worker_init
 from fgbg.data.workers import num_workers as resolved_workers
 from fgbg.errors import ConfigError, check_choice, check_fraction, check_int, check_seed
 
@@ -188,6 +188,7 @@ class ZipDataModule(L.LightningDataModule):
             # Batches of the cache on a device are there already.
             "pin_memory": torch.cuda.is_available() and self.cache_device == "cpu",
             "collate_fn": collated,
+            "worker_init_fn": worker_init,
         }
 
     def train_dataloader(self) -> ResumableLoader:
