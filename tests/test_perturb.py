@@ -168,16 +168,16 @@ def test_normalisation_round_trip(stats):
 
 
 class Items(Dataset):
-    """A fixed dataset of ``batch``'s items, normalised by ``stats``, read through ``__getitems__``."""
+    """A fixed dataset of ``batch``'s items, normalised by ``stats``, read as a PixelDataset is, through ``batch``."""
 
     def __init__(self, stats, size=6):
-        self.batch = normalised(batch(size, 16, gray=True), stats)
+        self.images = normalised(batch(size, 16, gray=True), stats)
 
     def __len__(self):
-        return len(self.batch[MASK])
+        return len(self.images[MASK])
 
-    def __getitems__(self, indices):
-        return {key: value[indices] for key, value in self.batch.items()}
+    def batch(self, indices):
+        return {key: value[indices] for key, value in self.images.items()}
 
 
 def test_perturbed_dataset_is_the_same_whatever_the_batch_size_and_run():
@@ -191,7 +191,7 @@ def test_perturbed_dataset_is_the_same_whatever_the_batch_size_and_run():
 
     one, four, again = perturbed(1), perturbed(4), perturbed(1)
     assert not changed(one, four) and not changed(one, again)
-    assert changed(base.batch, one) == {BACKGROUND, COMPOSITE}
+    assert changed(base.images, one) == {BACKGROUND, COMPOSITE}
     assert torch.equal(one[BACKGROUND][:, 0], one[BACKGROUND][:, 2])  # still gray
     plain = unnormalised(one, STATS)[BACKGROUND]
     assert plain.min() >= -1e-6 and plain.max() <= 1 + 1e-6  # perturbed unnormalised, normalised again
@@ -216,11 +216,11 @@ def test_bad_values_name_their_key(part, values, message):
 class SkippingItems(Items):
     """Items whose sample 2 is bad, skipped as ``data.on_bad_sample=skip`` does (a batch of it alone raises)."""
 
-    def __getitems__(self, indices):
+    def batch(self, indices):
         good = [i for i in indices if i != 2]
         if not good:
             raise ValueError("every sample of a batch was bad")
-        return super().__getitems__(good)
+        return super().batch(good)
 
 
 def test_perturbed_dataset_keeps_each_samples_perturbation_when_samples_are_skipped():

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import simplejpeg
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.index import SAMPLE_IMAGES, sample_id
-from fgbg.data.packed import PackedBatch
+from fgbg.data.packed import PackedBatch, PixelHandover
 from fgbg.data.transforms import Preprocessing
 from fgbg.errors import check_choice
 from fgbg.format.names import BG, BG_SIZE, composite_member, source_member
@@ -34,7 +34,7 @@ class PixelDataset(Dataset, abc.ABC):
     ``has_depth`` False (mask-only data, made with depth=none): items have no ``depth`` key, and no depth
     map is read. A DataLoader fetches a whole batch through ``__getitems__``: its pixels are stacked and
     turned into float tensors at once (per image, those conversions cost as much as decoding), views of one
-    storage (:class:`~fgbg.data.packed.PackedBatch`) that a loader worker hands over in one piece.
+    storage (:class:`~fgbg.data.packed.PackedBatch`); a loader worker hands its pixels over in one piece.
     """
 
     def __init__(self, samples: np.ndarray, preprocessing: Preprocessing, has_depth: bool):
@@ -47,13 +47,21 @@ class PixelDataset(Dataset, abc.ABC):
     def stacked_pixels(self, indices: list[int]) -> dict[str, np.ndarray]:
         """Each key of the batch contract -> uint8 pixels of ``indices`` at the preprocessing's size, stacked."""
 
-    def __getitems__(self, indices: list[int]) -> PackedBatch:
-        """The batch of ``indices``: fewer samples when bad ones were skipped. A DataLoader over this dataset
-        takes :func:`~fgbg.data.packed.collated` as its ``collate_fn``."""
+    def batch(self, indices: list[int]) -> PackedBatch:
+        """The batch of ``indices`` as float tensors: fewer samples when bad ones were skipped."""
         return self.preprocessing.tensors(self.stacked_pixels(indices))
 
+    def __getitems__(self, indices: list[int]) -> PackedBatch | PixelHandover:
+        """:meth:`batch`, as a DataLoader fetches it (its ``collate_fn``: :func:`~fgbg.data.packed.collated`). In a
+        loader worker the batch crosses to the training process as its uint8 pixels, a quarter of the float
+        tensors' bytes per plane (an eighth in gray, whose inputs the tensors replicate to 3 channels), and is
+        made float there (:class:`~fgbg.data.packed.PixelHandover`)."""
+        if get_worker_info() is None:
+            return self.batch(indices)
+        return PixelHandover(self.preprocessing, self.stacked_pixels(indices))
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {key: value[0] for key, value in self.__getitems__([index]).items()}
+        return {key: value[0] for key, value in self.batch([index]).items()}
 
 
 class ZipSampleDataset(PixelDataset):

@@ -168,7 +168,7 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 class PerturbedDataset(Dataset):
-    """``dataset``'s items (made by ``preprocessing``) with ``perturbation``'s held-out perturbation, item
+    """``dataset``'s items (made by ``preprocessing``; read through ``PixelDataset.batch``) with ``perturbation``'s held-out perturbation, item
     ``i``'s drawn from :func:`sample_seed` ``(seed, i)``: the same in every run, batch size and worker count.
     Targets are the dataset's own."""
 
@@ -192,13 +192,13 @@ class PerturbedDataset(Dataset):
         """The base batch of ``indices`` and the indices it is of: fewer when the dataset skipped bad samples
         (``data.on_bad_sample=skip``); then each is read alone, to know which, and a batch of one bad sample
         raises ``ValueError``."""
-        batch = self.dataset.__getitems__(indices)
+        batch = self.dataset.batch(indices)
         if len(batch[BACKGROUND]) == len(indices):
             return batch, indices
         items, kept = [], []
         for index in indices:
             try:
-                items.append(self.dataset.__getitems__([index]))
+                items.append(self.dataset.batch([index]))
                 kept.append(index)
             except ValueError:
                 continue
