@@ -433,6 +433,40 @@ def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, ro
         )
 
 
+# The models of rows 4b: those whose steps are short enough for the loader's share to show (Net's take 10 s).
+WORKER_MODELS = ("convgen", "unet")
+
+
+def bench_training_workers(data_dir: Path, sizes: Sizes, rows: list[Row]) -> None:
+    """Rows 4b: training end to end as shipped, fed by the DataModule at each of :data:`WORKERS`, steps alternating
+    between them; the seed column is no workers. What ``data.num_workers=auto`` chooses from (fgbg/data/workers.py)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for name in WORKER_MODELS:
+        _say(f"training: {name} fed by 0, 1 and 2 workers ...")
+        cfg = _data_config(data_dir, sizes, f"model={name}")
+        datamodule = instantiate(cfg.data)
+        datamodule.setup()
+        module = build_module(cfg)
+        shipped = _shipped_step(cfg, module, device)
+        feeds = {}
+        for workers in WORKERS:
+            datamodule.num_workers = workers
+            feeds[workers] = _Feed(datamodule.train_dataloader(), Stepper(module, shipped, device))
+        _train_rates(feeds, sizes)
+        rate = {workers: f.samples / f.seconds for workers, f in feeds.items()}
+        for workers in WORKERS[1:]:
+            rows.append(
+                Row(
+                    f"4b Training end to end, {name} ({device.type}), {workers} loader workers against none",
+                    "samples/s",
+                    rate[0],
+                    rate[workers],
+                    note=f"{shipped.name}; the seed column: the same with no workers; steps alternating; waiting for "
+                    f"data: {', '.join(f'{w} workers {f.waiting / f.seconds:.0%}' for w, f in feeds.items())}",
+                )
+            )
+
+
 # Profiles -----------------------------------------------------------------------------------------
 
 
@@ -486,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_mapping(sizes, work, rows)
         seed_dataset = bench_loading(data_dir, sizes, work, rows)
         bench_training(data_dir, sizes, seed_dataset, rows)
+        bench_training_workers(data_dir, sizes, rows)
         if sizes.option_seconds is not None:
             rows += option_rows(torch.device("cuda" if torch.cuda.is_available() else "cpu"), sizes.option_seconds)
         profile = "" if args.quick else profiles(data_dir, sizes, work)
