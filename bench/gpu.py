@@ -48,6 +48,7 @@ from fgbg.build.generation import generate
 from fgbg.build.label import label_zip, survey
 from fgbg.build.scene_depth import SceneDepth
 from fgbg.build.sources import SampleScenes
+from fgbg.build.teacher import save_untrained
 from fgbg.data.batch import BACKGROUND, COMPOSITE, DEPTH, MASK
 from fgbg.data.dataset import ZipSampleDataset
 from fgbg.data.transforms import Preprocessing
@@ -414,22 +415,9 @@ def bench_training(data_dir: Path, sizes: Sizes, device: torch.device, loaders: 
 
 
 def save_teacher(folder: Path, kind: str) -> Path:
-    """A randomly initialised Depth Anything of ``TEACHERS[kind]``'s architecture and its image processor
-    (Depth Anything V2's: bicubic to the side, multiples of 14, ImageNet statistics), saved as a hub download
-    would be, for ``Teacher(model=folder)``."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
+    """A randomly initialised Depth Anything of ``TEACHERS[kind]``'s architecture, for ``Teacher(model=folder)``."""
     backbone, head, side = TEACHERS[kind]
-    torch.manual_seed(0)
-    config = DepthAnythingConfig(
-        backbone_config=Dinov2Config(**backbone, image_size=side, patch_size=14, reshape_hidden_states=False), **head
-    )
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(
-        size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(folder)
-    return folder
+    return save_untrained(folder, backbone, head, side)
 
 
 def bench_depth_stage(to_label: Path, sizes: Sizes, device: torch.device, work: Path, rows: list[Row]) -> None:

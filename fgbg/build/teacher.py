@@ -233,3 +233,25 @@ def _finish(images: torch.Tensor, done: torch.cuda.Event | None) -> np.ndarray:
     if done is not None:
         done.synchronize()
     return images.numpy()
+
+
+def save_untrained(folder: Path, backbone: dict, head: dict, side: int) -> Path:
+    """A randomly initialised Depth Anything (seeded) and Depth Anything V2's image processor (bicubic to
+    ``side``, multiples of 14, ImageNet statistics), saved in ``folder`` as a hub download would be: a
+    :class:`Teacher` ``model`` where no weights can be downloaded, to time the depth stage or to test it.
+
+    ``backbone``: ``Dinov2Config`` arguments (``hidden_size``, ``num_hidden_layers``, ...); ``head``:
+    ``DepthAnythingConfig`` arguments (``neck_hidden_sizes``, ...).
+    """
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    config = DepthAnythingConfig(
+        backbone_config=Dinov2Config(**backbone, image_size=side, patch_size=14, reshape_hidden_states=False), **head
+    )
+    torch.manual_seed(0)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(
+        size={"height": side, "width": side}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(folder)
+    return Path(folder)

@@ -2,9 +2,9 @@
 
 On a CPU the model's step uses every core (torch's intra-op threads), so a worker process decoding beside it
 takes CPU from the step, and every batch it makes crosses between processes. The loader costs a few percent
-of a CPU step in the training process itself (about 0.2 ms per sample against tens of ms per sample of the
-step), so on 2 cores no worker trains fastest (measured: bench/RESULTS.md, the training rows at each setting);
-from 4 cores one worker takes the decoding off the step's cores. A GPU step is so fast that the loader is
+of a CPU step in the training process itself (about 0.2 ms per sample against ms per sample of the step),
+so on 2 cores 1 or 2 workers train no faster than none (bench/RESULTS.md, rows 4b), and none start no
+processes; from 4 cores one worker takes the decoding off the step's cores (not measured here: 2 cores). A GPU step is so fast that the loader is
 the limit: every core but the training process's own decodes.
 """
 

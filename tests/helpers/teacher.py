@@ -2,11 +2,10 @@
 
 from pathlib import Path
 
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from fgbg.build.teacher import Teacher
+from fgbg.build.teacher import Teacher, save_untrained
 from tests.helpers.paths import CONF_DIR
 
 TINY_SIZE = 28  # the tiny teacher's input: 2x2 patches of 14
@@ -14,24 +13,13 @@ TINY_SIZE = 28  # the tiny teacher's input: 2x2 patches of 14
 
 def save_tiny_teacher(folder: Path) -> Path:
     """A random Depth Anything (41k parameters) and its image processor, saved as a hub download would be."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    backbone = Dinov2Config(
-        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-        image_size=TINY_SIZE, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
-    )
+    backbone = dict(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, out_indices=[1, 2, 3, 4])
     # A wider initialisation than the default 0.02, whose random head predicts ~1e-7 everywhere.
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 16, 16],
-        fusion_hidden_size=8, head_hidden_size=4, initializer_range=0.3,
+    head = dict(
+        reassemble_hidden_size=16, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8, head_hidden_size=4,
+        initializer_range=0.3,
     )
-    torch.manual_seed(0)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(
-        size={"height": TINY_SIZE, "width": TINY_SIZE}, keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(folder)
-    return folder
+    return save_untrained(folder, backbone, head, TINY_SIZE)
 
 
 def make_teacher(model: str | Path, **overrides) -> Teacher:
