@@ -4,18 +4,23 @@ torch passes a tensor from a DataLoader worker to the training process by sharin
 default ``file_descriptor`` strategy each storage is a file descriptor sent through a socket, one round trip
 per storage. A batch of four tensors made four, and on 2 cores that hand-over, not decoding, was the ceiling
 of loading with workers (bench/README.md). A :class:`PackedBatch` pickles as its one flat storage and the
-layout of its views, and arrives as a plain dict of views of it.
+layout of its views, and arrives as a plain dict of views of it; a :class:`PixelHandover` (what the datasets'
+``__getitems__`` gives in a worker) sends a batch's uint8 pixels that way and is made float on arrival.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import get_worker_info
+
+if TYPE_CHECKING:  # transforms makes its tensors with packed()
+    from fgbg.data.transforms import Preprocessing
 
 
 class PackedBatch(dict):
@@ -69,7 +74,7 @@ class PixelHandover:
     the float conversion it moves to the training process is a few element-wise passes.
     """
 
-    def __init__(self, preprocessing, pixels: Mapping[str, np.ndarray]):
+    def __init__(self, preprocessing: Preprocessing, pixels: Mapping[str, np.ndarray]):
         self.preprocessing = preprocessing
         self.pixels = packed({key: value.shape for key, value in pixels.items()}, torch.uint8)
         for key, value in pixels.items():
@@ -79,7 +84,7 @@ class PixelHandover:
         return _made_float, (self.preprocessing, self.pixels)
 
 
-def _made_float(preprocessing, pixels: Mapping[str, Tensor]) -> PackedBatch:
+def _made_float(preprocessing: Preprocessing, pixels: Mapping[str, Tensor]) -> PackedBatch:
     return preprocessing.tensors({key: value.numpy() for key, value in pixels.items()})
 
 

@@ -140,7 +140,7 @@ class Preprocessing:
         return resized
 
     def tensors(self, pixels: dict[str, np.ndarray]) -> PackedBatch:
-        # Written straight into views of one storage: a loader worker hands the batch over in one piece.
+        # Written in place into views of one storage: no temporaries, and one piece to pin, pickle or move.
         lead = pixels[MASK].shape[:-2]
         plane = (self.image_size, self.image_size)
         shapes = {key: (*lead, 3, *plane) for key in INPUTS} | {key: (*lead, 1, *plane) for key in TARGETS if key in pixels}
