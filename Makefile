@@ -39,7 +39,7 @@ generate: setup  ## the full sample dataset (data/sample, 400,000 composites)
 	$(BIN)/python generate.py
 
 # The seed's approach and ours side by side, with ratios (bench/README.md); writes bench/RESULTS.md.
-# A few minutes on 2 cores; `$(BIN)/python -m bench.run --quick` is a sanity run that only prints.
+# About 8 minutes on 2 cores; `$(BIN)/python -m bench.run --quick` is a sanity run that only prints.
 bench: setup  ## speed against the source document's approach (bench/RESULTS.md)
 	$(BIN)/python -m bench.run
 

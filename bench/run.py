@@ -1,6 +1,6 @@
 """``make bench``: the seed's approach and ours, side by side in one run on one machine, with ratios.
 
-    python -m bench.run            # a few minutes; writes bench/RESULTS.md
+    python -m bench.run            # about 8 minutes on 2 cores; writes bench/RESULTS.md
     python -m bench.run --quick    # a sanity run in about a minute; prints only
 
 Everything runs on data made here, in a temporary folder: the generation rows make the zips that the
