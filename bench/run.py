@@ -394,6 +394,15 @@ def _shipped_step(cfg, module, device: torch.device) -> Option:
     return Option(f"{precision}{', channels_last' if channels_last else ''}", precision, channels_last)
 
 
+def _as_shipped(data_dir: Path, sizes: Sizes, name: str, device: torch.device):
+    """Model ``name``'s DataModule (set up), its module, and the :class:`Option` train.py steps it with."""
+    cfg = _data_config(data_dir, sizes, f"model={name}")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    module = build_module(cfg)
+    return datamodule, module, _shipped_step(cfg, module, device)
+
+
 def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, rows: list[Row]) -> None:
     """Rows 4: every model in conf/model/ trained end to end as shipped (the DataModule at its default
     ``num_workers``, the step in train.py's default precision and memory format) against the seed's pipeline
@@ -401,15 +410,11 @@ def bench_training(data_dir: Path, sizes: Sizes, seed_dataset: MasterDataset, ro
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for path in sorted((CONF / "model").glob("*.yaml")):
         name = path.stem
-        cfg = _data_config(data_dir, sizes, f"model={name}")
         try:
-            datamodule = instantiate(cfg.data)
-            datamodule.setup()
-            module = build_module(cfg)
+            datamodule, module, shipped = _as_shipped(data_dir, sizes, name, device)
             if fitted_without_gradients(module.net):  # calibrated, not trained (model=subtraction)
                 continue
             _say(f"training: {name} on {device} ...")
-            shipped = _shipped_step(cfg, module, device)
             feeds = {"ours": _Feed(datamodule.train_dataloader(), Stepper(module, shipped, device))}
             if sizes.seed_training:
                 feeds["seed"] = _Feed(_seed_loader(seed_dataset, 0), Stepper(module, Option("32-true"), device))
@@ -443,11 +448,7 @@ def bench_training_workers(data_dir: Path, sizes: Sizes, rows: list[Row]) -> Non
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for name in WORKER_MODELS:
         _say(f"training: {name} fed by 0, 1 and 2 workers ...")
-        cfg = _data_config(data_dir, sizes, f"model={name}")
-        datamodule = instantiate(cfg.data)
-        datamodule.setup()
-        module = build_module(cfg)
-        shipped = _shipped_step(cfg, module, device)
+        datamodule, module, shipped = _as_shipped(data_dir, sizes, name, device)
         feeds = {}
         for workers in WORKERS:
             datamodule.num_workers = workers
